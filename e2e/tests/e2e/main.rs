@@ -1,0 +1,8 @@
+//! End-to-end tests against the real local environment. One test binary, so every test shares one
+//! environment ([`Env::shared`]): a control plane, node agent, Kafka and S3 server started once per
+//! run. Tests isolate themselves by namespace, topic and bucket names.
+
+mod smoke_kubernetes;
+mod smoke_rbac;
+mod smoke_streams;
+mod support;
