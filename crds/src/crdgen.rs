@@ -56,14 +56,27 @@ pub struct CrdFile {
     pub contents: String,
 }
 
-/// The CRDs of this crate, in a fixed order.
-pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![SessionJob::crd(), SessionJobCutover::crd()]
+/// The CRDs of this crate as installed, in a fixed order: `T::crd()` with descriptions reflowed
+/// (see [`reflow`]). Install these rather than `SessionJob::crd()` so clusters get the same text
+/// as the generated files.
+pub fn crds() -> Result<Vec<CustomResourceDefinition>, CrdGenError> {
+    [SessionJob::crd(), SessionJobCutover::crd()]
+        .iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let to_json = |source| CrdGenError::ToJson {
+                name: name.clone(),
+                source,
+            };
+            let json = reflow(serde_json::to_value(crd).map_err(to_json)?);
+            serde_json::from_value(json).map_err(to_json)
+        })
+        .collect()
 }
 
 /// Every CRD rendered to YAML with sorted keys.
 pub fn render() -> Result<Vec<CrdFile>, CrdGenError> {
-    crds().iter().map(render_one).collect()
+    crds()?.iter().map(render_one).collect()
 }
 
 fn render_one(crd: &CustomResourceDefinition) -> Result<CrdFile, CrdGenError> {
@@ -80,6 +93,41 @@ fn render_one(crd: &CustomResourceDefinition) -> Result<CrdFile, CrdGenError> {
         file_name: format!("{name}.yaml"),
         contents: format!("{HEADER}{yaml}"),
     })
+}
+
+/// Joins the lines of each paragraph of every `description`: doc comments are wrapped at 100
+/// columns, and `kubectl explain` wraps again, which would leave ragged half-empty lines.
+/// Paragraphs (blank lines) are kept.
+pub fn reflow(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| match value {
+                    Value::String(text) if key == "description" => {
+                        (key, Value::String(reflow_text(&text)))
+                    }
+                    other => (key, reflow(other)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(reflow).collect()),
+        other => other,
+    }
+}
+
+fn reflow_text(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Rebuilds every object with its keys in sorted order, so the output does not depend on
@@ -125,4 +173,24 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflow_joins_lines_and_keeps_paragraphs() {
+        let value = serde_json::json!({
+            "description": "first line\nsecond line\n\nnext paragraph",
+            "properties": { "description": { "description": "a\nb" } },
+        });
+        assert_eq!(
+            reflow(value),
+            serde_json::json!({
+                "description": "first line second line\n\nnext paragraph",
+                "properties": { "description": { "description": "a b" } },
+            })
+        );
+    }
 }

@@ -259,6 +259,16 @@ mod tests {
     }
 
     #[test]
+    fn sub_nanosecond_fractions_truncate_like_go() {
+        // Go's time.ParseDuration (and so the API server) reads 1.5ns as 1ns and 0.5ns as 0.
+        assert_eq!(parse("1.5ns"), Ok(Duration::from_nanos(1)));
+        assert_eq!(
+            parse("0.5ns"),
+            Err(DurationError::NotPositive("0.5ns".into()))
+        );
+    }
+
+    #[test]
     fn zero_is_not_positive() {
         assert_eq!(parse("0s"), Err(DurationError::NotPositive("0s".into())));
         assert_eq!(

@@ -75,6 +75,28 @@ fn cel_cases_are_rejected_with_their_message() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+#[derive(Deserialize)]
+struct ValidCase {
+    name: String,
+    base: String,
+    patch: Value,
+}
+
+#[test]
+fn valid_edge_cases_pass_every_rule() {
+    let cases: Vec<ValidCase> =
+        serde_json::from_value(fixture("valid-specs.yaml")).expect("valid-specs.yaml parses");
+    let mut problems = Vec::new();
+    for case in &cases {
+        let patched = merge_patch(&fixture(&case.base), &case.patch);
+        let failures = cel_failures(&crd_for(&patched), &patched, None);
+        if !failures.is_empty() {
+            problems.push(format!("{}: {failures:?}", case.name));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
 #[test]
 fn bases_pass_as_updates_of_themselves() {
     // Transition rules (`self == oldSelf`) hold for an unchanged object.

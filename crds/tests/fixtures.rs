@@ -203,3 +203,29 @@ fn schema_defaults_match_serde_defaults() {
             .unwrap();
     assert_eq!(from_rust, defaulted(&crd, &raw));
 }
+
+/// An object stored before a rule existed still reads; the helpers name the bad field.
+#[test]
+fn bad_values_read_but_helpers_report_the_field() {
+    let raw = common::merge_patch(
+        &fixture("sessionjob-minimal.yaml"),
+        &serde_json::json!({"spec": {"session": {"gap": "7d", "maxSessionBytes": "1.5Gi"}}}),
+    );
+    let job: SessionJob = serde_json::from_value(raw).expect("bad values still deserialize");
+    let err = job
+        .spec
+        .session_settings()
+        .expect_err("7d is not a duration");
+    assert!(err.to_string().starts_with("spec.session.gap: "), "{err}");
+    let mut job = job;
+    job.spec.session.gap = "30m".into();
+    let err = job
+        .spec
+        .session_settings()
+        .expect_err("1.5Gi is not whole bytes");
+    assert!(
+        err.to_string()
+            .starts_with("spec.session.maxSessionBytes: "),
+        "{err}"
+    );
+}

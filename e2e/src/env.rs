@@ -305,12 +305,11 @@ async fn run_tool(command: Command, stdin: Option<&str>) -> Result<String> {
         name: line.clone(),
         source,
     })?;
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Some(input) = stdin {
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(Error::io("writing stdin of", &line))?;
-        }
+    // Taking stdin out of the child closes it after writing, so the tool sees end of input.
+    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(Error::io("writing stdin of", &line))?;
     }
     let output = child
         .wait_with_output()

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use aerospike::operations;
 use aerospike::{
-    AdminPolicy, BatchOperation, BatchPolicy, BatchReadPolicy, Bins, Client, ClientPolicy,
-    Expiration, GenerationPolicy, Key, ReadPolicy, RecordExistsAction, ResultCode as ClientCode,
-    Value, WritePolicy, as_bin, as_key,
+    AdminPolicy, BatchDeletePolicy, BatchOperation, BatchPolicy, BatchReadPolicy, BatchWritePolicy,
+    Bins, Client, ClientPolicy, Expiration, GenerationPolicy, Key, ReadPolicy, RecordExistsAction,
+    ResultCode as ClientCode, Value, WritePolicy, as_bin, as_key,
 };
 use sessionizer_e2e::aerospike::{
     AerospikeTestCluster, AerospikeTestServer, NamespaceStats, ResultCode, ServerConfig, StatsShape,
@@ -307,6 +308,74 @@ async fn batch_get_reads_many_records_in_one_command() {
     assert_eq!(
         after.parse::<u64>().unwrap(),
         before.parse::<u64>().unwrap() + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operate_and_batch_writes_apply_their_operations() {
+    let server = start(ServerConfig::default()).await;
+    let client = connect(&server.host()).await;
+    let k = key("ops");
+    client
+        .put(
+            &WritePolicy::default(),
+            &k,
+            &[as_bin!("n", 40), as_bin!("s", "hi")],
+        )
+        .await
+        .unwrap();
+    let ops = [
+        operations::add(&as_bin!("n", 2)),
+        operations::append(&as_bin!("s", "!")),
+        operations::get_bin("n"),
+        operations::get_bin("s"),
+    ];
+    let record = client
+        .operate(&WritePolicy::default(), &k, &ops)
+        .await
+        .unwrap();
+    // Once an operate writes, the client asks for one answer per operation: nil for each write,
+    // then the values read.
+    let answers = |value: Value| Value::MultiResult(vec![Value::Nil, value]);
+    assert_eq!(record.bins["n"], answers(Value::from(42)));
+    assert_eq!(record.bins["s"], answers(Value::from("hi!")));
+    assert_eq!(record.generation, 2);
+    let error = client
+        .operate(
+            &WritePolicy::default(),
+            &k,
+            &[operations::add(&as_bin!("s", 1))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), Some(ClientCode::BinTypeError));
+
+    let ttl = BatchWritePolicy {
+        expiration: Expiration::Seconds(3600),
+        ..BatchWritePolicy::default()
+    };
+    let mut batch = vec![
+        BatchOperation::write(&ttl, key("bw1"), vec![operations::put(&as_bin!("v", 1))]),
+        BatchOperation::write(&ttl, key("bw2"), vec![operations::put(&as_bin!("v", 2))]),
+        BatchOperation::delete(&BatchDeletePolicy::default(), k.clone()),
+    ];
+    client
+        .batch(&BatchPolicy::write_default(), &mut batch)
+        .await
+        .unwrap();
+    for op in &batch {
+        assert_eq!(op.result_code(), Some(ClientCode::Ok));
+    }
+    let rp = ReadPolicy::default();
+    assert!(!client.exists(&rp, &k).await.unwrap());
+    let written = client.get(&rp, &key("bw2"), Bins::All).await.unwrap();
+    assert_eq!(written.bins["v"], Value::from(2));
+    let left = written
+        .time_to_live()
+        .expect("batch writes carry their TTL");
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "{left:?}"
     );
 }
 

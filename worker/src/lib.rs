@@ -4,3 +4,5 @@
 
 /// The worker's version, as reported in logs, `/status` and `/metrics`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub mod config;

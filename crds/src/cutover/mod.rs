@@ -30,6 +30,8 @@ pub const DEFAULT_FLIPPING_SINK_TIMEOUT: &str = "2m";
 pub const DEFAULT_RESUMING_TIMEOUT: &str = "15m";
 
 /// Desired cutover: which job replaces which.
+// Printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "sessionizer.dev",

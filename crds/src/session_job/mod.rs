@@ -52,6 +52,8 @@ use crate::duration::cel_well_formed;
 pub const DEFAULT_PARALLELISM: i32 = 1;
 
 /// Desired state of a SessionJob.
+// Printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "sessionizer.dev",

@@ -37,7 +37,8 @@ pub struct SessionSpec {
     #[schemars(range(min = 1))]
     pub max_page_number: i32,
     /// Largest size of one session's events; once reached, the session accepts no more events.
-    /// A quantity of bytes such as `4Mi` (quote plain numbers). Default: `4Mi`.
+    /// Whole bytes with an optional suffix (Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E), such as
+    /// `4Mi`; quote plain numbers. Default: `4Mi`.
     #[serde(default = "default_max_session_bytes")]
     pub max_session_bytes: ByteSize,
     /// How long after a session closed a late or async event is still merged into it (read back

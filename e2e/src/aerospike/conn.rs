@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aerospike::batch;
@@ -34,7 +35,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, node.clone()));
+                    // Subscribe before spawning, so a close ordered right after the accept
+                    // still reaches this connection.
+                    connections.spawn(serve_connection(stream, node.clone(), node.epoch()));
                 }
                 Err(error) => {
                     tracing::warn!(node = %node.identity.name, %error, "accept failed");
@@ -47,15 +50,19 @@ pub(crate) async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
 }
 
 /// Serves one client connection until it closes, misbehaves or the node closes it.
-async fn serve_connection(stream: TcpStream, node: Arc<Node>) {
-    let mut epoch = node.epoch();
-    epoch.mark_unchanged();
+async fn serve_connection(stream: TcpStream, node: Arc<Node>, mut epoch: watch::Receiver<u64>) {
     let (mut reader, mut writer) = stream.into_split();
     loop {
         let frame = tokio::select! {
-            frame = proto::read_frame(&mut reader) => frame,
+            biased;
             _ = epoch.changed() => return,
+            frame = proto::read_frame(&mut reader) => frame,
         };
+        // A frame that arrived after the switch was flipped must not be answered: once
+        // `close_connections` returns, no command gets through.
+        if epoch.has_changed().unwrap_or(true) {
+            return;
+        }
         let frame = match frame {
             Ok(frame) => frame,
             Err(FrameError::Closed) => return,
@@ -74,8 +81,9 @@ async fn serve_connection(stream: TcpStream, node: Arc<Node>) {
             writer.write_all(&answer).await
         };
         let sent = tokio::select! {
-            sent = send => sent,
+            biased;
             _ = epoch.changed() => return,
+            sent = send => sent,
         };
         if let Err(error) = sent {
             tracing::debug!(node = %node.identity.name, %error, "client went away");

@@ -17,6 +17,8 @@ use crate::aerospike::stats::{self, NamespaceContext};
 const PEERS_GENERATION: u32 = 1;
 /// The generation of the partition map; ownership of a test cluster never changes.
 const PARTITION_GENERATION: u32 = 1;
+/// What real servers answer for a namespace they do not have.
+const NAMESPACE_UNKNOWN: &str = "ns_type=unknown";
 /// What real servers list in `features`.
 const FEATURES: &str = "batch-any;batch-index;blob-bits;cdt-list;cdt-map;cluster-stable;float;\
 geo;sindex-exists;peers;pipelining;pquery;pscans;query-show;relaxed-sc;replicas;replicas-all;\
@@ -149,7 +151,7 @@ fn context<'a>(node: &'a Node, namespace: &'a str, expired: u64) -> NamespaceCon
 /// `namespace/<ns>` (statistics and configuration) or, with `config_only`, its configuration.
 fn namespace_answer(node: &Node, namespace: &str, config_only: bool) -> String {
     let Some(stats) = node.state().stats.get(namespace).cloned() else {
-        return "type=unknown".into();
+        return NAMESPACE_UNKNOWN.into();
     };
     let (usage, expired) = node
         .store
@@ -187,13 +189,7 @@ fn get_config(node: &Node, text: &str) -> String {
         .find(|(key, _)| *key == "context")
         .map(|(_, v)| *v);
     match (context, namespace_param(&params)) {
-        (Some("namespace"), Some(namespace)) => {
-            if node.identity.namespaces.iter().any(|ns| ns == namespace) {
-                namespace_answer(node, namespace, true)
-            } else {
-                format!("ERROR::namespace {namespace} not found")
-            }
-        }
+        (Some("namespace"), Some(namespace)) => namespace_answer(node, namespace, true),
         _ => "ERROR::unsupported context".into(),
     }
 }
@@ -311,7 +307,9 @@ mod tests {
             "{config}"
         );
         assert!(answer(&node, "namespace/test").contains("data_used_bytes=0"));
-        assert_eq!(answer(&node, "namespace/nope"), "type=unknown");
+        assert_eq!(answer(&node, "namespace/nope"), "ns_type=unknown");
+        let missing = "get-config:context=namespace;id=nope";
+        assert_eq!(answer(&node, missing), "ns_type=unknown");
         assert!(answer(&node, "set-config:context=namespace;id=test;bogus=1").starts_with("ERROR"));
         assert_eq!(answer(&node, "frobnicate"), "ERROR::unrecognized command");
     }

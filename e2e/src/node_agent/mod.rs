@@ -117,7 +117,7 @@ pub async fn run(config: Config) -> Result<()> {
     let api_server = token::ApiServer::from_kubeconfig(&config.kubeconfig)?;
     ensure_loopback(&api_server.host)?;
     check_mount_namespaces(&config.state_dir)?;
-    let client = client(&config.kubeconfig).await?;
+    let client = crate::kubeconfig::client(&config.kubeconfig).await?;
     let version = wait::until(
         "the API server to answer",
         Duration::from_secs(60),
@@ -181,17 +181,6 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::warn!("pods did not stop in time");
     }
     Ok(())
-}
-
-async fn client(kubeconfig: &Path) -> Result<Client> {
-    let context = format!("loading kubeconfig {}", kubeconfig.display());
-    let file = kube::config::Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| Error::Other(format!("{context}: {e}")))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Other(format!("{context}: {e}")))?;
-    Client::try_from(config).map_err(Error::kube(context))
 }
 
 /// The agent only ever talks to this machine.

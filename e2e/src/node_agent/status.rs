@@ -317,6 +317,21 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     }
 }
 
+/// The strategic-merge patch that sets `status`. Conditions merge by type, so a condition's
+/// `reason` and `message` are sent as `null` when unset; otherwise the old text would outlive a
+/// flip to True. The uid makes the write fail if the Pod was replaced by a namesake.
+pub fn patch_body(uid: &str, status: &PodStatus) -> serde_json::Value {
+    let mut status = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for condition in conditions.iter_mut().filter_map(|c| c.as_object_mut()) {
+            for key in ["reason", "message"] {
+                condition.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    serde_json::json!({ "metadata": { "uid": uid }, "status": status })
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
@@ -477,6 +492,22 @@ mod tests {
         };
         assert_eq!(by_type("ContainersReady"), "True");
         assert_eq!(by_type("Ready"), "False");
+    }
+
+    #[test]
+    fn patch_clears_stale_condition_text() {
+        let run = [status("c", running(at(1)), None, true)];
+        let body = patch_body("u-1", &pod_status(&input("Always", &run)));
+        assert_eq!(body["metadata"]["uid"], "u-1");
+        let ready = body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True");
+        assert!(ready["message"].is_null() && ready.get("message").is_some());
+        assert!(ready.get("reason").is_some());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! environment ([`Env::shared`]): a control plane, node agent, Kafka and S3 server started once per
 //! run. Tests isolate themselves by namespace, topic and bucket names.
 
+// A test binary: a failed unwrap is a failed test, with the value in the message.
+#![allow(clippy::unwrap_used)]
+
 mod smoke_kubernetes;
 mod smoke_rbac;
 mod smoke_streams;

@@ -43,11 +43,21 @@ async fn a_statefulset_runs_scales_and_is_garbage_collected_with_its_processes()
     for ip in &ips {
         let url = format!("http://{ip}:{TESTAPP_PORT}/healthz");
         let response = http.get(&url).send().await.unwrap();
-        assert!(response.status().is_success(), "{url}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
     }
 
     env.kubectl(
-        &["scale", "-n", &namespace, &format!("statefulset/{name}"), "--replicas=3"],
+        &[
+            "scale",
+            "-n",
+            &namespace,
+            &format!("statefulset/{name}"),
+            "--replicas=3",
+        ],
         None,
     )
     .await
@@ -55,7 +65,10 @@ async fn a_statefulset_runs_scales_and_is_garbage_collected_with_its_processes()
     let ready = smoke::wait_ready_pods(&pods, &selector, 3, POD_TIMEOUT)
         .await
         .unwrap();
-    let names: Vec<String> = ready.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let names: Vec<String> = ready
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     assert_eq!(names, [0, 1, 2].map(|i| format!("{name}-{i}")));
     for pod in &names {
         assert_eq!(
@@ -65,21 +78,31 @@ async fn a_statefulset_runs_scales_and_is_garbage_collected_with_its_processes()
         );
     }
 
-    env.kubectl(&["delete", "-n", &namespace, &format!("statefulset/{name}")], None)
-        .await
-        .unwrap();
-    wait::until("the garbage collector to remove the Pods", POD_TIMEOUT, || async {
-        let left = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::kube("listing pods"))?;
-        Ok::<_, Error>(left.items.is_empty().then_some(()))
-    })
+    env.kubectl(
+        &["delete", "-n", &namespace, &format!("statefulset/{name}")],
+        None,
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the garbage collector to remove the Pods",
+        POD_TIMEOUT,
+        || async {
+            let left = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::kube("listing pods"))?;
+            Ok::<_, Error>(left.items.is_empty().then_some(()))
+        },
+    )
     .await
     .unwrap();
     for pod in &names {
         let left = processes_with_env(&format!("POD_NAME={pod}"));
-        assert!(left.is_empty(), "processes of {pod} still running: {left:?}");
+        assert!(
+            left.is_empty(),
+            "processes of {pod} still running: {left:?}"
+        );
     }
 }
 
@@ -178,7 +201,9 @@ stringData:
         .await
         .unwrap();
     let ip = pod_ip(&ready[0]);
-    let vars = get_json(&format!("http://{ip}:{TESTAPP_PORT}/env")).await.unwrap();
+    let vars = get_json(&format!("http://{ip}:{TESTAPP_PORT}/env"))
+        .await
+        .unwrap();
     let var = |key: &str| vars.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     assert_eq!(var("GREETING").as_deref(), Some("hello"));
     assert_eq!(var("LEVEL").as_deref(), Some("debug"));
@@ -188,14 +213,21 @@ stringData:
     assert_eq!(var("MY_NAMESPACE").as_deref(), Some(namespace.as_str()));
     assert_eq!(var("POD_NAME").as_deref(), Some(name.as_str()));
     assert_eq!(var("POD_IP").as_deref(), Some(ip.as_str()));
-    assert!(var("KUBECONFIG").is_some(), "the Pod gets a service-account kubeconfig");
+    assert!(
+        var("KUBECONFIG").is_some(),
+        "the Pod gets a service-account kubeconfig"
+    );
 
     // Its output goes to a log file the tests can read.
     let log = env.pod_log(&namespace, &name, "app");
-    wait::until("the pod's log file to have content", Duration::from_secs(30), || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ok::<_, Error>((!text.is_empty()).then_some(()))
-    })
+    wait::until(
+        "the pod's log file to have content",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok::<_, Error>((!text.is_empty()).then_some(()))
+        },
+    )
     .await
     .unwrap();
 }
@@ -210,20 +242,26 @@ async fn an_unknown_image_fails_the_pod_with_a_clear_reason() {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client().await.unwrap(), &namespace);
-    let (reason, message) = wait::until("the pod to report its image error", POD_TIMEOUT, || async {
-        let pod = pods.get(&name).await.map_err(Error::kube("reading pod"))?;
-        let waiting = pod
-            .status
-            .and_then(|s| s.container_statuses)
-            .and_then(|c| c.into_iter().next())
-            .and_then(|c| c.state)
-            .and_then(|s| s.waiting);
-        Ok::<_, Error>(waiting.map(|w| (w.reason.unwrap_or_default(), w.message.unwrap_or_default())))
-    })
-    .await
-    .unwrap();
+    let (reason, message) =
+        wait::until("the pod to report its image error", POD_TIMEOUT, || async {
+            let pod = pods.get(&name).await.map_err(Error::kube("reading pod"))?;
+            let waiting = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.waiting);
+            Ok::<_, Error>(
+                waiting.map(|w| (w.reason.unwrap_or_default(), w.message.unwrap_or_default())),
+            )
+        })
+        .await
+        .unwrap();
     assert_eq!(reason, "ErrImagePull");
-    assert!(message.contains("example.com/no-such-image:1.0"), "{message}");
+    assert!(
+        message.contains("example.com/no-such-image:1.0"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -280,14 +318,20 @@ async fn deleting_a_pod_that_ignores_sigterm_kills_it_after_the_grace_period() {
     assert_eq!(processes_with_env(&format!("POD_NAME={name}")).len(), 1);
 
     let started = std::time::Instant::now();
-    env.kubectl(&["delete", "pod", "-n", &namespace, &name, "--wait=true"], None)
-        .await
-        .unwrap();
+    env.kubectl(
+        &["delete", "pod", "-n", &namespace, &name, "--wait=true"],
+        None,
+    )
+    .await
+    .unwrap();
     let took = started.elapsed();
     assert!(processes_with_env(&format!("POD_NAME={name}")).is_empty());
     // terminationGracePeriodSeconds is 2: SIGTERM was ignored, so SIGKILL ended it, after the
     // grace period and not long after.
     assert!(took >= Duration::from_secs(2), "deleted after {took:?}");
     let log = std::fs::read_to_string(env.pod_log(&namespace, &name, "app")).unwrap_or_default();
-    assert!(log.to_lowercase().contains("sigterm"), "the app logged the SIGTERM: {log}");
+    assert!(
+        log.to_lowercase().contains("sigterm"),
+        "the app logged the SIGTERM: {log}"
+    );
 }

@@ -24,23 +24,30 @@ async fn token_client(namespace: &str, account: &str) -> Client {
     let admin = env.client().await.unwrap();
     let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
     accounts
-        .create(&PostParams::default(), &ServiceAccount { metadata: meta(account), ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta(account),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
+        spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
             ..TokenRequestSpec::default()
-        },
+        }),
         ..TokenRequest::default()
     };
     let issued = accounts
         .create_token_request(account, &PostParams::default(), &request)
         .await
         .unwrap();
-    let token = issued.status.unwrap().token;
-    let path = env.run_dir().join(format!("{namespace}-{account}.kubeconfig"));
+    let token = issued.status.unwrap().token.unwrap();
+    let path = env
+        .run_dir()
+        .join(format!("{namespace}-{account}.kubeconfig"));
     let control_plane = env.control_plane().unwrap();
     kubeconfig::write_with_token(
         &path,
@@ -64,7 +71,9 @@ async fn a_service_account_token_without_rbac_rights_is_refused_until_a_role_gra
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
             assert!(
-                status.message.contains(&format!("system:serviceaccount:{namespace}:nobody")),
+                status
+                    .message
+                    .contains(&format!("system:serviceaccount:{namespace}:nobody")),
                 "the refusal names the service account: {}",
                 status.message
             );
@@ -90,7 +99,7 @@ async fn a_service_account_token_without_rbac_rights_is_refused_until_a_role_gra
     let binding = RoleBinding {
         metadata: meta("nobody-reads-pods"),
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
             name: "pod-reader".into(),
         },
@@ -101,13 +110,20 @@ async fn a_service_account_token_without_rbac_rights_is_refused_until_a_role_gra
             ..Subject::default()
         }]),
     };
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
-    wait::until("the role binding to take effect", Duration::from_secs(30), || async {
-        pods.list(&Default::default())
-            .await
-            .map(|_| Some(()))
-            .map_err(|e| Error::Other(e.to_string()))
-    })
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    wait::until(
+        "the role binding to take effect",
+        Duration::from_secs(30),
+        || async {
+            pods.list(&Default::default())
+                .await
+                .map(|_| Some(()))
+                .map_err(|e| Error::Other(e.to_string()))
+        },
+    )
     .await
     .unwrap();
 }

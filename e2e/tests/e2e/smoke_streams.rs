@@ -10,7 +10,9 @@ async fn a_message_produced_with_rdkafka_is_consumed_back() {
     let kafka = env().kafka().unwrap();
     let topic = unique_name("smoke");
     let payload = format!("hello from {topic}");
-    let read = smoke::kafka_roundtrip(kafka, &topic, &payload).await.unwrap();
+    let read = smoke::kafka_roundtrip(kafka, &topic, &payload)
+        .await
+        .unwrap();
     assert_eq!(read, payload);
 }
 

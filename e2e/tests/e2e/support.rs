@@ -25,7 +25,9 @@ pub fn processes_with_env(entry: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            environ.split(|b| *b == 0).any(|var| var == entry.as_bytes())
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == entry.as_bytes())
         })
         .collect()
 }

@@ -1,0 +1,112 @@
+//! The contract between the operator and the worker: the file the operator writes into each
+//! job's ConfigMap and the environment it gives each Pod. Both sides use these types and
+//! constants, so they cannot drift apart.
+//!
+//! The worker never reads the Kubernetes API: everything it needs is here.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sessionizer_crds::session_job::{SessionJobSpec, SinkMode};
+
+/// Key of the worker configuration in the job's ConfigMap.
+pub const CONFIG_FILE_NAME: &str = "worker.yaml";
+/// Directory the ConfigMap is mounted at in worker Pods.
+pub const CONFIG_MOUNT_DIR: &str = "/etc/sessionizer";
+/// Port of the worker's HTTP server (`/healthz`, `/readyz`, `/metrics`, `/status`).
+pub const HTTP_PORT: u16 = 8080;
+
+/// Environment variable: the Pod's IP (downward API `status.podIP`); the HTTP server binds it.
+pub const ENV_POD_IP: &str = "POD_IP";
+/// Environment variable: the Pod's name (downward API `metadata.name`).
+pub const ENV_POD_NAME: &str = "POD_NAME";
+/// Environment variable: the worker's ordinal in its StatefulSet (downward API label
+/// `apps.kubernetes.io/pod-index`).
+pub const ENV_ORDINAL: &str = "SESSIONIZER_ORDINAL";
+/// Environment variable: how many workers the job runs (= `spec.parallelism`).
+pub const ENV_REPLICAS: &str = "SESSIONIZER_REPLICAS";
+/// Environment variable: path of the configuration file (default
+/// `CONFIG_MOUNT_DIR/CONFIG_FILE_NAME`).
+pub const ENV_CONFIG: &str = "SESSIONIZER_CONFIG";
+
+/// The worker's whole configuration: which job it belongs to, the job's spec as the operator
+/// validated it, and the sink the job writes to now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerConfig {
+    /// Name of the SessionJob.
+    pub job: String,
+    /// Namespace of the SessionJob.
+    pub namespace: String,
+    /// Where sessions go now: set by the operator from `status.effectiveSink`, never from the
+    /// spec, so a cutover can flip it.
+    pub effective_sink: SinkMode,
+    /// The job's spec.
+    pub spec: SessionJobSpec,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid worker configuration.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: serde_yaml::Error,
+    },
+    /// The configuration could not be serialized.
+    #[error("serializing the worker configuration: {0}")]
+    Serialize(serde_yaml::Error),
+}
+
+impl WorkerConfig {
+    /// Reads the configuration from a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: display,
+            source,
+        })
+    }
+
+    /// The YAML the operator puts into the ConfigMap.
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        serde_yaml::to_string(self).map_err(ConfigError::Serialize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let job: sessionizer_crds::session_job::SessionJob = serde_yaml::from_str(include_str!(
+            "../../crds/tests/fixtures/sessionjob-full.yaml"
+        ))
+        .unwrap();
+        let config = WorkerConfig {
+            job: "pageviews".into(),
+            namespace: "analytics".into(),
+            effective_sink: SinkMode::DeadLetter,
+            spec: job.spec,
+        };
+        let yaml = config.to_yaml().unwrap();
+        let back: WorkerConfig = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, config);
+    }
+}
