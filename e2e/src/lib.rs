@@ -8,8 +8,10 @@
 
 pub mod aerospike;
 pub mod control_plane;
+pub mod crds;
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod kafka;
 pub mod kubeconfig;
 pub mod net;

@@ -90,8 +90,23 @@ impl WorkerConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A worker configuration for tests: `pageviews` in `analytics`, writing to production, with
+    /// the spec of the minimal fixture.
+    pub(crate) fn sample_config() -> WorkerConfig {
+        let job: sessionizer_crds::session_job::SessionJob = serde_yaml::from_str(include_str!(
+            "../../crds/tests/fixtures/sessionjob-minimal.yaml"
+        ))
+        .unwrap();
+        WorkerConfig {
+            job: "pageviews".into(),
+            namespace: "analytics".into(),
+            effective_sink: SinkMode::Production,
+            spec: job.spec,
+        }
+    }
 
     #[test]
     fn round_trips_through_yaml() {
@@ -108,5 +123,52 @@ mod tests {
         let yaml = config.to_yaml().unwrap();
         let back: WorkerConfig = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn loads_a_file_the_operator_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE_NAME);
+        std::fs::write(&path, sample_config().to_yaml().unwrap()).unwrap();
+        assert_eq!(WorkerConfig::from_file(&path).unwrap(), sample_config());
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.yaml");
+        let err = WorkerConfig::from_file(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("reading {}", path.display()))
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_worker_configuration_is_a_parse_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty.yaml", ""),
+            ("not-yaml.yaml", "job: [unclosed"),
+            (
+                "no-spec.yaml",
+                "job: a\nnamespace: b\neffectiveSink: Production\n",
+            ),
+            (
+                "bad-sink.yaml",
+                "job: a\nnamespace: b\neffectiveSink: Nowhere\nspec: {}\n",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = WorkerConfig::from_file(&path).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{name}: {err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("parsing {}", path.display())),
+                "{name}: {err}"
+            );
+        }
     }
 }

@@ -9,9 +9,14 @@
 //! start.
 //!
 //! Layout: [`config`] (command line, images), `node` (registration, heartbeat), `binder`,
-//! `supervisor` (one runner per Pod), `pod_runner` (a Pod's lifecycle), `container` (processes),
-//! `sandbox` (pod directory, tokens, volumes), `env`, `volumes`, `atomic_writer`, `mounts`,
-//! `probes`, `status`, `token`, `ip`, `sources`, `events`, `quantity`.
+//! `supervisor` (one runner per Pod), `pod_runner` (a Pod's lifecycle: `slot`, `lifecycle`,
+//! `stop`), `container` (processes), `sandbox` (pod directory, tokens, volumes), `env`,
+//! `volumes`, `atomic_writer`, `mounts`, `probes`, `status`, `token`, `ip`, `sources`, `events`,
+//! `quantity`.
+//!
+//! Files a test can read: [`container_log_path`] (a container's output, appended across
+//! restarts), [`pod_kubeconfig_path`] (the Pod's service-account kubeconfig, with `token`,
+//! `ca.crt` and `namespace` in `serviceaccount/` beside it) and [`claim_dir`] (a claim's data).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

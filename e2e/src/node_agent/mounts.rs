@@ -3,7 +3,9 @@
 //! and bind-mounts the Pod's volumes at their mount paths. The mounts vanish with the process.
 //!
 //! The setup runs between fork and exec, so it must only call async-signal-safe functions on
-//! memory prepared beforehand: every path is a `CString` built by [`MountPlan::new`].
+//! memory prepared beforehand: every path is a `CString` built by [`MountPlan::new`]. The hook is
+//! registered on the `Command` before [`crate::process::spawn`] adds its own (process group,
+//! parent-death signal), and runs first.
 
 use std::ffi::CString;
 use std::io;

@@ -222,8 +222,12 @@ impl Sandbox {
     }
 
     /// Removes what dies with the Pod (emptyDirs, file volumes); logs, credentials and claims
-    /// stay.
-    pub fn cleanup(&self) {
+    /// stay. Does nothing once a newer Pod of the same name has claimed the directory.
+    pub fn cleanup(&self, uid: &str) {
+        let owner = std::fs::read_to_string(self.dir.join(".uid")).unwrap_or_default();
+        if owner != uid {
+            return;
+        }
         let volumes = self.dir.join("volumes");
         if let Err(error) = std::fs::remove_dir_all(&volumes)
             && error.kind() != std::io::ErrorKind::NotFound

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::ip::HOST_IP;
 use super::{Agent, pod_runner};
 
 struct Worker {
@@ -110,8 +111,12 @@ fn upsert(
     workers.insert(uid, Worker { updates, handle });
 }
 
-/// The Pod's address: the one it already reports (agent restart), else a fresh one.
+/// The Pod's address: the node's for `hostNetwork` Pods, the one it already reports (agent
+/// restart), else a fresh one.
 fn address(agent: &Agent, pod: &Pod) -> Option<Ipv4Addr> {
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        return HOST_IP.parse().ok();
+    }
     let mut ips = agent.ips.lock().ok()?;
     let previous = pod
         .status

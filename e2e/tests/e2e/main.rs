@@ -5,6 +5,8 @@
 // A test binary: a failed unwrap is a failed test, with the value in the message.
 #![allow(clippy::unwrap_used)]
 
+mod crd_validation;
+mod operator;
 mod smoke_kubernetes;
 mod smoke_rbac;
 mod smoke_streams;

@@ -67,7 +67,11 @@ pub async fn run(
     match Runner::new(agent.clone(), pod, ip) {
         Ok(mut runner) => {
             let end = runner.main(updates, shutdown).await;
-            runner.sandbox.cleanup();
+            // A graceful deletion cleaned up before its final delete; after an agent stop the
+            // Pod lives on and keeps its emptyDirs for the next agent.
+            if matches!(end, End::Gone) {
+                runner.sandbox.cleanup(&runner.uid);
+            }
             match end {
                 End::Deleted => tracing::info!("pod finished and deleted"),
                 End::Gone => tracing::info!("pod removed from the API; processes killed"),

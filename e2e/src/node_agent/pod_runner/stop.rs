@@ -79,6 +79,8 @@ impl Runner {
             return End::Gone;
         }
         self.publish(true).await;
+        // Before the final delete: a StatefulSet recreates a Pod of the same name right after.
+        self.sandbox.cleanup(&self.uid);
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.namespace);
         let params = DeleteParams {
             grace_period_seconds: Some(0),

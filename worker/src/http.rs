@@ -1,0 +1,250 @@
+//! The worker's one HTTP port: liveness (`/healthz`), readiness (`/readyz`), Prometheus metrics
+//! (`/metrics`) and a JSON summary of what the worker is doing (`/status`, read by the operator
+//! and by people). Handlers only read shared state; they never change what the worker does —
+//! control calls (stop with a final checkpoint) will get their own routes when the job exists.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use sessionizer_crds::session_job::SinkMode;
+
+use crate::VERSION;
+use crate::config::WorkerConfig;
+use crate::identity::Identity;
+use crate::metrics::{self, Metrics};
+
+/// What the HTTP handlers read: fixed facts about the worker, its readiness and its metrics.
+#[derive(Debug)]
+pub struct WorkerState {
+    job: String,
+    namespace: String,
+    effective_sink: SinkMode,
+    sink_topic: Option<String>,
+    identity: Identity,
+    ready: AtomicBool,
+    metrics: Metrics,
+}
+
+impl WorkerState {
+    /// The state of a worker that has not finished starting (not ready).
+    pub fn new(config: &WorkerConfig, identity: Identity) -> Self {
+        Self {
+            job: config.job.clone(),
+            namespace: config.namespace.clone(),
+            effective_sink: config.effective_sink,
+            sink_topic: config
+                .spec
+                .sink
+                .topic_for(config.effective_sink)
+                .map(|t| t.to_string()),
+            metrics: Metrics::new(&config.job, identity.ordinal),
+            identity,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the worker ready (started) or not (starting, or shutting down).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.set_ready(ready);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The worker's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The body of `/status`.
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            job: self.job.clone(),
+            namespace: self.namespace.clone(),
+            pod_name: self.identity.pod_name.clone(),
+            ordinal: self.identity.ordinal,
+            replicas: self.identity.replicas,
+            effective_sink: self.effective_sink,
+            sink_topic: self.sink_topic.clone(),
+            version: VERSION,
+            ready: self.is_ready(),
+            uptime_seconds: self.metrics.uptime().as_secs(),
+        }
+    }
+}
+
+/// The JSON `/status` returns. Per-key-group positions, lag, watermarks and checkpoints join it
+/// once the streaming job runs; the key groups themselves follow from `ordinal` and `replicas`
+/// once the partition count is known (see [`Identity::key_groups`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// Name of the SessionJob.
+    pub job: String,
+    /// Namespace of the SessionJob.
+    pub namespace: String,
+    /// The Pod's name, when running in a Pod.
+    pub pod_name: Option<String>,
+    /// This worker's index among the job's workers.
+    pub ordinal: u32,
+    /// How many workers the job runs.
+    pub replicas: u32,
+    /// Where sessions go now.
+    pub effective_sink: SinkMode,
+    /// The topic of the effective sink (none when the mode has no topic configured).
+    pub sink_topic: Option<String>,
+    /// The worker's version.
+    pub version: &'static str,
+    /// Whether the worker is ready.
+    pub ready: bool,
+    /// Whole seconds since the worker started.
+    pub uptime_seconds: u64,
+}
+
+/// The routes, over `state`.
+pub fn router(state: Arc<WorkerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Alive as long as the process can answer.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<WorkerState>>) -> (StatusCode, &'static str) {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<WorkerState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding metrics failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn status(State(state): State<Arc<WorkerState>>) -> axum::Json<WorkerStatus> {
+    axum::Json(state.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::tests::sample_config;
+
+    fn state() -> Arc<WorkerState> {
+        let identity = Identity {
+            pod_name: Some("pageviews-1".into()),
+            pod_ip: None,
+            ordinal: 1,
+            replicas: 2,
+        };
+        Arc::new(WorkerState::new(&sample_config(), identity))
+    }
+
+    async fn get(state: &Arc<WorkerState>, path: &str) -> (StatusCode, String, String) {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_while_starting() {
+        let state = state();
+        assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_readiness() {
+        let state = state();
+        assert_eq!(
+            get(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.set_ready(true);
+        assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+        state.set_ready(false);
+        assert_eq!(
+            get(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() {
+        let state = state();
+        state.set_ready(true);
+        let (status, content_type, body) = get(&state, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(
+            body.contains("sessionizer_worker_info{job=\"pageviews\",ordinal=\"1\""),
+            "{body}"
+        );
+        assert!(body.contains("sessionizer_worker_ready 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn status_reports_identity_and_sink() {
+        let state = state();
+        let (status, content_type, body) = get(&state, "/status").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/json");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["job"], "pageviews");
+        assert_eq!(json["namespace"], "analytics");
+        assert_eq!(json["podName"], "pageviews-1");
+        assert_eq!(json["ordinal"], 1);
+        assert_eq!(json["replicas"], 2);
+        assert_eq!(json["effectiveSink"], "Production");
+        assert_eq!(json["sinkTopic"], "sessions");
+        assert_eq!(json["version"], VERSION);
+        assert_eq!(json["ready"], false);
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_not_found() {
+        assert_eq!(get(&state(), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}
