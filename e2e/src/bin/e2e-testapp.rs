@@ -2,9 +2,10 @@
 //!
 //! It binds `$POD_IP:$PORT` (default `127.0.0.1:8080`) and serves `/healthz` and `/readyz`
 //! (200), `/env` (its environment as JSON) and `/file?path=…` (a file's content, for volume
-//! tests). It logs one line at start. On SIGTERM it exits with `$EXIT_CODE_ON_TERM` (default 0);
-//! with `$EXIT_AFTER_MS` set it exits on its own after that many milliseconds with `$EXIT_CODE`
-//! (default 1), for restart tests.
+//! tests). It logs one line at start. On SIGTERM it exits with `$EXIT_CODE_ON_TERM` (default 0),
+//! or, with `$IGNORE_SIGTERM` set to `1`/`true`, logs the signal and keeps running (grace-period
+//! tests); with `$EXIT_AFTER_MS` set it exits on its own after that many milliseconds with
+//! `$EXIT_CODE` (default 1), for restart tests.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +50,7 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok());
     let exit_code: u8 = env_or("EXIT_CODE", 1);
+    let ignore_term = matches!(std::env::var("IGNORE_SIGTERM").as_deref(), Ok("1" | "true"));
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -76,6 +78,15 @@ async fn main() -> std::process::ExitCode {
         std::env::var("HOSTNAME").unwrap_or_default()
     );
     let server = axum::serve(listener, app);
+    let terminated = async {
+        loop {
+            term.recv().await;
+            if !ignore_term {
+                return;
+            }
+            println!("e2e-testapp: SIGTERM received, ignoring it (IGNORE_SIGTERM)");
+        }
+    };
     let exit_timer = async {
         match exit_after {
             Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -87,7 +98,7 @@ async fn main() -> std::process::ExitCode {
             eprintln!("e2e-testapp: server stopped: {result:?}");
             std::process::ExitCode::from(2)
         }
-        _ = term.recv() => {
+        () = terminated => {
             println!("e2e-testapp: SIGTERM, exiting with {exit_on_term}");
             std::process::ExitCode::from(exit_on_term)
         }

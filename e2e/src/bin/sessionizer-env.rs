@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use sessionizer_crds::SessionJob;
 use sessionizer_e2e::env::unique_name;
-use sessionizer_e2e::{Env, EnvConfig, Result, smoke};
+use sessionizer_e2e::{Env, EnvConfig, Result, install, smoke, wait};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -114,7 +114,7 @@ fn print_endpoints(env: &Env) -> Result<()> {
 
 async fn demo(keep: bool) -> Result<()> {
     let started = Instant::now();
-    println!("== Starting the local environment (first run builds nothing here: `make tools` did)");
+    println!("== Starting the local environment: Kubernetes, node agent, Kafka, S3 (all on loopback)");
     let Some(env) = start(EnvConfig::default()).await? else {
         return Ok(());
     };
@@ -126,19 +126,6 @@ async fn demo(keep: bool) -> Result<()> {
         print!(
             "{}",
             env.kubectl(&["get", "nodes", "-o", "wide"], None).await?
-        );
-
-        println!("\n== A StatefulSet of 2 test-app replicas, run as local processes");
-        let namespace = env.namespace("demo").await?;
-        let manifest = smoke::testapp_statefulset("hello", 2);
-        env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&manifest))
-            .await?;
-        let pods: Api<Pod> = Api::namespaced(env.client().await?, &namespace);
-        smoke::wait_ready_pods(&pods, "app=hello", 2, Duration::from_secs(120)).await?;
-        print!(
-            "{}",
-            env.kubectl(&["get", "pods", "-n", &namespace, "-o", "wide"], None)
-                .await?
         );
 
         println!("\n== Kafka: produce one message and consume it back");
@@ -154,6 +141,81 @@ async fn demo(keep: bool) -> Result<()> {
             "s3://{bucket}/greeting.txt: wrote {} bytes, read back {:?}",
             body.len(),
             String::from_utf8_lossy(&read)
+        );
+
+        println!(
+            "\n== Sessionizer: helm install of the operator chart (2 replicas, leader elected)"
+        );
+        let namespace = env.namespace("demo").await?;
+        sessionizer_e2e::crds::install(&env.client().await?).await?;
+        install::operator(&env, &namespace, "sessionizer", &[]).await?;
+        print!(
+            "{}",
+            env.kubectl(
+                &["get", "deploy,pods", "-n", &namespace, "-o", "wide"],
+                None
+            )
+            .await?
+        );
+
+        println!("\n== kubectl apply -f examples/sessionjob.yaml");
+        let kafka = env.kafka()?;
+        let source = unique_name("pageviews");
+        kafka.create_topic(&source, 4).await?;
+        let manifest = install::example(
+            "sessionjob.yaml",
+            &[
+                ("KAFKA_BOOTSTRAP", &kafka.bootstrap),
+                ("SOURCE_TOPIC", &source),
+            ],
+        )?;
+        env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&manifest))
+            .await?;
+        let job: SessionJob = serde_yaml::from_str(&manifest)
+            .map_err(|e| sessionizer_e2e::Error::Other(format!("examples/sessionjob.yaml: {e}")))?;
+        let jobs: Api<SessionJob> = Api::namespaced(env.client().await?, &namespace);
+        let name = job.metadata.name.clone().unwrap_or_default();
+        wait::until(
+            "the SessionJob to be Ready",
+            Duration::from_secs(180),
+            || async {
+                let job = jobs
+                    .get(&name)
+                    .await
+                    .map_err(sessionizer_e2e::Error::kube("reading the SessionJob"))?;
+                let ready = job
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter())
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                Ok::<_, sessionizer_e2e::Error>(ready.then_some(()))
+            },
+        )
+        .await?;
+        print!(
+            "{}",
+            env.kubectl(
+                &[
+                    "get",
+                    "sessionjobs,statefulsets,pods,services,configmaps,pdb",
+                    "-n",
+                    &namespace
+                ],
+                None
+            )
+            .await?
+        );
+        println!("\n== The job's conditions");
+        print!(
+            "{}",
+            env.kubectl(
+                &[
+                    "get", "sessionjob", &name, "-n", &namespace, "-o",
+                    "jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{\"\\n\"}{end}",
+                ],
+                None
+            )
+            .await?
         );
         Result::Ok(())
     };
