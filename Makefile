@@ -22,9 +22,10 @@ tools: deps ## Build the real servers (Kubernetes, etcd, helm, MinIO, Kafka) onc
 build: ## Build every binary of the workspace.
 	cargo build --workspace --bins
 
-lint: ## Formatting and clippy, warnings are errors.
+lint: tools ## Formatting, clippy (warnings are errors) and the Helm chart (charts/check.sh).
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	charts/check.sh
 
 test: tools lint build ## Everything CI runs: lint, unit tests and end-to-end tests.
 	cargo test --workspace --no-fail-fast

@@ -1,6 +1,22 @@
-//! The Sessionizer operator as a library: controllers for `SessionJob` and `SessionJobCutover`,
-//! the cutover state machine, checkpoint retention and the Aerospike high-water-mark monitor.
-//! `main.rs` only parses flags and calls in here, so every piece stays testable without a process.
+//! The Sessionizer operator as a library: controllers for `SessionJob` (and later
+//! `SessionJobCutover`), the cutover state machine, checkpoint retention and the Aerospike
+//! high-water-mark monitor. `main.rs` only parses flags and calls [`run::run`], so every piece
+//! stays testable without a process.
+//!
+//! Layout: [`session_job`] is the SessionJob controller (pure builders and status, plus the
+//! reconcile that applies them); [`run`] wires it to [`leader`] election, the [`http`] server and
+//! [`metrics`]; [`names`] holds every label, annotation and name the operator writes.
+
+pub mod cli;
+pub mod context;
+pub mod health;
+pub mod http;
+pub mod leader;
+pub mod logging;
+pub mod metrics;
+pub mod names;
+pub mod run;
+pub mod session_job;
 
 /// The operator's version, as reported in logs and `/metrics`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

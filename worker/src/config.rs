@@ -126,6 +126,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_examples_become_worker_configurations() {
+        for (name, text) in [
+            (
+                "sessionjob.yaml",
+                include_str!("../../examples/sessionjob.yaml"),
+            ),
+            (
+                "sessionjob-aerospike.yaml",
+                include_str!("../../examples/sessionjob-aerospike.yaml"),
+            ),
+        ] {
+            // The placeholders the examples document, filled in as the demo does.
+            let text = text
+                .replace("${KAFKA_BOOTSTRAP}", "127.0.0.1:9092")
+                .replace("${SOURCE_TOPIC}", "pageviews")
+                .replace("${AEROSPIKE_HOST}", "127.0.0.1:3000");
+            let job: sessionizer_crds::session_job::SessionJob =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+            let config = WorkerConfig {
+                job: job.metadata.name.clone().unwrap(),
+                namespace: "default".into(),
+                effective_sink: job.spec.sink.initial_mode,
+                spec: job.spec,
+            };
+            let back: WorkerConfig = serde_yaml::from_str(&config.to_yaml().unwrap()).unwrap();
+            assert_eq!(back, config, "examples/{name}");
+        }
+    }
+
+    #[test]
     fn loads_a_file_the_operator_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CONFIG_FILE_NAME);

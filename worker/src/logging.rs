@@ -1,6 +1,8 @@
 //! Structured logs through `tracing`: JSON for log collectors, text for people. Set up once, at
 //! startup, before anything logs.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -27,7 +29,10 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
         filter: filter.to_owned(),
         source,
     })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter);
+    // Colours only for a person at a terminal, never into a log file or collector.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_ansi(std::io::stdout().is_terminal());
     let installed = match format {
         LogFormat::Json => builder
             .json()

@@ -114,7 +114,9 @@ fn print_endpoints(env: &Env) -> Result<()> {
 
 async fn demo(keep: bool) -> Result<()> {
     let started = Instant::now();
-    println!("== Starting the local environment: Kubernetes, node agent, Kafka, S3 (all on loopback)");
+    println!(
+        "== Starting the local environment: Kubernetes, node agent, Kafka, S3 (all on loopback)"
+    );
     let Some(env) = start(EnvConfig::default()).await? else {
         return Ok(());
     };

@@ -211,7 +211,11 @@ mod tests {
 
     #[test]
     fn names_that_cannot_name_a_service_are_invalid() {
-        for name in ["page.views", "9lives", &"a".repeat(names::MAX_JOB_NAME_LEN + 1)] {
+        for name in [
+            "page.views",
+            "9lives",
+            &"a".repeat(names::MAX_JOB_NAME_LEN + 1),
+        ] {
             let mut job = fixtures::minimal();
             job.metadata.name = Some(name.into());
             assert!(
@@ -228,10 +232,7 @@ mod tests {
     fn unsupported_checkpoint_location_is_invalid() {
         let mut job = fixtures::minimal();
         job.spec.checkpoints.location = "ftp://example/checkpoints".into();
-        assert!(matches!(
-            validate(&job),
-            Err(Error::CheckpointLocation(_))
-        ));
+        assert!(matches!(validate(&job), Err(Error::CheckpointLocation(_))));
     }
 
     #[test]

@@ -1,0 +1,106 @@
+{{/*
+Names, labels and the operator's RBAC rules, defined once for every template.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "sessionizer-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every resource name: fullnameOverride, or <release>-<chart> (just <release> when it
+already contains the chart name), cut to the 63 characters a label value allows.
+*/}}
+{{- define "sessionizer-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* <chart>-<version>, for the helm.sh/chart label. */}}
+{{- define "sessionizer-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator Pods; never change them (Deployment selectors are immutable). */}}
+{{- define "sessionizer-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sessionizer-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Standard labels of every resource of the chart. */}}
+{{- define "sessionizer-operator.labels" -}}
+helm.sh/chart: {{ include "sessionizer-operator.chart" . }}
+{{ include "sessionizer-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: sessionizer
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The operator's ServiceAccount. */}}
+{{- define "sessionizer-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sessionizer-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference. */}}
+{{- define "sessionizer-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The Lease the replicas elect a leader with (the operator's --lease-name). */}}
+{{- define "sessionizer-operator.leaseName" -}}
+{{- default "sessionizer-operator" .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+What the operator may do in the namespaces it manages, and nothing more. The same rules go into
+the ClusterRole (every namespace) or into one Role per watched namespace.
+*/}}
+{{- define "sessionizer-operator.rules" -}}
+# The custom resources: read and watch them, add and remove the finalizer (update), and write
+# their status. The spec is never rewritten (GitOps safe); patch/update serve metadata only.
+- apiGroups: ["sessionizer.dev"]
+  resources: ["sessionjobs", "sessionjobcutovers"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["sessionizer.dev"]
+  resources: ["sessionjobs/status", "sessionjobcutovers/status"]
+  verbs: ["get", "patch", "update"]
+# Setting owner references with blockOwnerDeletion on a job's children.
+- apiGroups: ["sessionizer.dev"]
+  resources: ["sessionjobs/finalizers"]
+  verbs: ["update"]
+# Each job's children, applied server-side and owned by the job.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps", "services", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Worker Pods: readiness and the address of each worker's /status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Kafka, Aerospike and object-store credentials the SessionJobs reference.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events on SessionJobs and cutovers.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -1,0 +1,118 @@
+//! The job's ConfigMap: the worker configuration (`WorkerConfig`, the operator-worker contract)
+//! as one YAML file, and the hash of it that rolls the Pods when it changes.
+//!
+//! The effective sink comes from the validated job (status first, then the spec's initial mode),
+//! never from the spec alone, so a cutover can flip it without touching the spec.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sessionizer_worker::config::{CONFIG_FILE_NAME, WorkerConfig};
+use sha2::{Digest, Sha256};
+
+use super::{Error, ValidatedJob, metadata};
+use crate::names;
+
+/// The configuration the job's workers run with.
+pub fn worker_config(job: &ValidatedJob) -> WorkerConfig {
+    WorkerConfig {
+        job: job.name.clone(),
+        namespace: job.namespace.clone(),
+        effective_sink: job.effective_sink,
+        spec: job.spec.clone(),
+    }
+}
+
+/// The ConfigMap holding [`worker_config`] under `CONFIG_FILE_NAME`.
+pub fn config_map(job: &ValidatedJob) -> Result<ConfigMap, Error> {
+    let yaml = worker_config(job).to_yaml().map_err(Error::WorkerConfig)?;
+    Ok(ConfigMap {
+        metadata: metadata(job, names::config_map(&job.name)),
+        data: Some(BTreeMap::from([(CONFIG_FILE_NAME.to_owned(), yaml)])),
+        ..ConfigMap::default()
+    })
+}
+
+/// The value of the `sessionizer.dev/config-hash` pod template annotation: hex sha256 over the
+/// ConfigMap's data (keys in order, each key and value followed by a NUL byte).
+///
+/// This is the one place that decides which configuration changes restart the workers; a setting
+/// the worker can reload live should be left out of the hash here, not anywhere else.
+pub fn config_hash(config_map: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in config_map.data.iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use sessionizer_crds::session_job::SinkMode;
+
+    use super::*;
+    use crate::session_job::fixtures;
+
+    #[test]
+    fn config_map_holds_the_worker_configuration() {
+        let job = fixtures::valid_full();
+        let config_map = config_map(&job).unwrap();
+        assert_eq!(
+            config_map.metadata.name.as_deref(),
+            Some("pageviews-v2-worker-config")
+        );
+        let data = config_map.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["worker.yaml"]);
+        let config: WorkerConfig = serde_yaml::from_str(&data["worker.yaml"]).unwrap();
+        assert_eq!(config.job, "pageviews-v2");
+        assert_eq!(config.namespace, "analytics");
+        assert_eq!(config.effective_sink, SinkMode::DeadLetter);
+        assert_eq!(config.spec, fixtures::full().spec);
+    }
+
+    #[test]
+    fn config_map_never_contains_secret_values() {
+        let data = config_map(&fixtures::valid_full()).unwrap().data.unwrap();
+        let yaml = &data["worker.yaml"];
+        // Only the Secret references are in the configuration.
+        assert!(yaml.contains("sessionizer-kafka-user"));
+        assert!(!yaml.to_lowercase().contains("password:"), "{yaml}");
+    }
+
+    #[test]
+    fn hash_is_stable_and_changes_with_the_configuration() {
+        let job = fixtures::valid_minimal();
+        let hash = config_hash(&config_map(&job).unwrap());
+        assert_eq!(hash.len(), 64);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(hash, config_hash(&config_map(&job).unwrap()), "stable");
+
+        let mut changed = job.clone();
+        changed.spec.session.gap = "45m".into();
+        assert_ne!(hash, config_hash(&config_map(&changed).unwrap()), "gap");
+
+        let mut flipped = job.clone();
+        flipped.effective_sink = SinkMode::DeadLetter;
+        assert_ne!(hash, config_hash(&config_map(&flipped).unwrap()), "sink");
+    }
+
+    #[test]
+    fn hash_separates_keys_from_values() {
+        let with = |key: &str, value: &str| ConfigMap {
+            data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+            ..ConfigMap::default()
+        };
+        assert_ne!(config_hash(&with("ab", "c")), config_hash(&with("a", "bc")));
+    }
+}

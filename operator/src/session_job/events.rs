@@ -1,0 +1,283 @@
+//! Kubernetes Events for the transitions a person watching `kubectl describe sj` cares about:
+//! workers created, scaled, configuration rolled, job became Ready, job degraded.
+//!
+//! Which events to emit is decided by a pure comparison of before and after ([`transitions`]), so
+//! a reconcile that changes nothing emits nothing. Publishing is best effort: a failed Event
+//! never fails a reconcile. Never put secret values into an event note.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+use sessionizer_crds::session_job::{SessionJob, SessionJobStatus, condition_types};
+
+use super::conditions::status_of;
+use crate::names::annotations;
+
+/// A transition worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEvent {
+    /// The worker StatefulSet was created.
+    Created {
+        /// Workers started.
+        replicas: i32,
+    },
+    /// The number of workers changed.
+    Scaled {
+        /// Before.
+        from: i32,
+        /// After.
+        to: i32,
+    },
+    /// The worker configuration changed: the Pods roll.
+    ConfigRolled,
+    /// All workers became ready.
+    BecameReady,
+    /// The job became degraded.
+    Degraded {
+        /// The Degraded condition's reason.
+        reason: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// The events between the StatefulSet that existed (`before`) and the one applied (`applied`,
+/// `None` when nothing was applied), and between the old and new status.
+pub fn transitions(
+    before: Option<&StatefulSet>,
+    applied: Option<&StatefulSet>,
+    old_status: Option<&SessionJobStatus>,
+    new_status: &SessionJobStatus,
+) -> Vec<JobEvent> {
+    let mut events = Vec::new();
+    if let Some(applied) = applied {
+        match before {
+            None => events.push(JobEvent::Created {
+                replicas: replicas(applied).unwrap_or(0),
+            }),
+            Some(before) => {
+                if let (Some(from), Some(to)) = (replicas(before), replicas(applied))
+                    && from != to
+                {
+                    events.push(JobEvent::Scaled { from, to });
+                }
+                if let (Some(old), Some(new)) = (config_hash(before), config_hash(applied))
+                    && old != new
+                {
+                    events.push(JobEvent::ConfigRolled);
+                }
+            }
+        }
+    }
+    let old_conditions = old_status.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let became = |type_: &str| {
+        status_of(old_conditions, type_) != Some("True")
+            && status_of(&new_status.conditions, type_) == Some("True")
+    };
+    if became(condition_types::READY) {
+        events.push(JobEvent::BecameReady);
+    }
+    if became(condition_types::DEGRADED)
+        && let Some(degraded) = new_status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition_types::DEGRADED)
+    {
+        events.push(JobEvent::Degraded {
+            reason: degraded.reason.clone(),
+            message: degraded.message.clone(),
+        });
+    }
+    events
+}
+
+impl JobEvent {
+    /// The Kubernetes Event for this transition.
+    pub fn to_event(&self) -> Event {
+        let (type_, reason, action, note) = match self {
+            Self::Created { replicas } => (
+                EventType::Normal,
+                "Created".to_owned(),
+                "CreateWorkers",
+                format!("created the worker StatefulSet with {replicas} workers"),
+            ),
+            Self::Scaled { from, to } => (
+                EventType::Normal,
+                "Scaled".to_owned(),
+                "ScaleWorkers",
+                format!("scaled from {from} to {to} workers"),
+            ),
+            Self::ConfigRolled => (
+                EventType::Normal,
+                "ConfigRolled".to_owned(),
+                "RollWorkers",
+                "the worker configuration changed; rolling the workers".to_owned(),
+            ),
+            Self::BecameReady => (
+                EventType::Normal,
+                "Ready".to_owned(),
+                "Observe",
+                "all workers are ready".to_owned(),
+            ),
+            Self::Degraded { reason, message } => (
+                EventType::Warning,
+                reason.clone(),
+                "Reconcile",
+                message.clone(),
+            ),
+        };
+        Event {
+            type_,
+            reason,
+            // Events cap notes at 1 kB.
+            note: Some(truncate(note, 1000)),
+            action: action.to_owned(),
+            secondary: None,
+        }
+    }
+}
+
+/// Publishes `events` about `job`, logging (not failing) when the API refuses one.
+pub async fn publish(recorder: &Recorder, job: &SessionJob, events: &[JobEvent]) {
+    let reference = job.object_ref(&());
+    for event in events {
+        if let Err(error) = recorder.publish(&event.to_event(), &reference).await {
+            tracing::warn!(%error, event = ?event, "could not publish an event");
+        }
+    }
+}
+
+fn replicas(statefulset: &StatefulSet) -> Option<i32> {
+    statefulset.spec.as_ref().and_then(|spec| spec.replicas)
+}
+
+fn config_hash(statefulset: &StatefulSet) -> Option<&str> {
+    statefulset
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(annotations::CONFIG_HASH)
+        .map(String::as_str)
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::session_job::fixtures;
+
+    fn status_with(conditions: &[(&str, &str)]) -> SessionJobStatus {
+        SessionJobStatus {
+            conditions: conditions
+                .iter()
+                .map(|(type_, status)| Condition {
+                    type_: (*type_).to_owned(),
+                    status: (*status).to_owned(),
+                    reason: "Test".into(),
+                    message: "because".into(),
+                    observed_generation: None,
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                })
+                .collect(),
+            ..SessionJobStatus::default()
+        }
+    }
+
+    fn with_replicas(replicas: i32) -> StatefulSet {
+        let mut sts = fixtures::statefulset_ready();
+        if let Some(spec) = sts.spec.as_mut() {
+            spec.replicas = Some(replicas);
+        }
+        sts
+    }
+
+    #[test]
+    fn nothing_changed_means_no_events() {
+        let sts = fixtures::statefulset_ready();
+        let status = status_with(&[("Ready", "True"), ("Degraded", "False")]);
+        assert!(transitions(Some(&sts), Some(&sts), Some(&status), &status).is_empty());
+    }
+
+    #[test]
+    fn first_apply_is_created() {
+        let sts = fixtures::statefulset_ready();
+        let events = transitions(None, Some(&sts), None, &status_with(&[]));
+        assert_eq!(events, [JobEvent::Created { replicas: 4 }]);
+    }
+
+    #[test]
+    fn replica_change_is_scaled() {
+        let events = transitions(
+            Some(&with_replicas(4)),
+            Some(&with_replicas(6)),
+            None,
+            &status_with(&[]),
+        );
+        assert_eq!(events, [JobEvent::Scaled { from: 4, to: 6 }]);
+    }
+
+    #[test]
+    fn hash_change_is_config_rolled() {
+        let events = transitions(
+            Some(&fixtures::statefulset_ready()),
+            Some(&fixtures::statefulset_rolling()),
+            None,
+            &status_with(&[]),
+        );
+        assert_eq!(events, [JobEvent::ConfigRolled]);
+    }
+
+    #[test]
+    fn ready_and_degraded_are_reported_when_they_become_true() {
+        let old = status_with(&[("Ready", "False"), ("Degraded", "False")]);
+        let new = status_with(&[("Ready", "True"), ("Degraded", "True")]);
+        let events = transitions(None, None, Some(&old), &new);
+        assert_eq!(
+            events,
+            [
+                JobEvent::BecameReady,
+                JobEvent::Degraded {
+                    reason: "Test".into(),
+                    message: "because".into()
+                }
+            ]
+        );
+        assert!(transitions(None, None, Some(&new), &new).is_empty());
+    }
+
+    #[test]
+    fn degraded_event_is_a_warning_with_the_cause() {
+        let event = JobEvent::Degraded {
+            reason: "InvalidSpec".into(),
+            message: "spec.session.gap: bad".into(),
+        }
+        .to_event();
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "InvalidSpec");
+        assert_eq!(event.note.as_deref(), Some("spec.session.gap: bad"));
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(600);
+        let cut = truncate(text, 1001);
+        assert_eq!(cut.len(), 1000);
+    }
+}

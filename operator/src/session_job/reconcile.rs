@@ -1,0 +1,233 @@
+//! One reconcile of a SessionJob, as a pipeline: *dereference* (read the StatefulSet and Kafka)
+//! → *validate* → *build* the children → *apply* them → compute and write the *status*, then
+//! publish Events for what changed.
+//!
+//! Invalid specs are reported in status and wait for a change (no retry loop); transient errors
+//! are returned so the controller retries with backoff. The status is written only when it
+//! differs from the stored one, and the spec is never written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Patch;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use sessionizer_crds::session_job::{SessionJob, SessionJobStatus};
+
+use super::apply::{self, apply_params};
+use super::balance::{Verdict, balanced_assignment};
+use super::build;
+use super::events::{self, transitions};
+use super::observe::{self, Observed};
+use super::status::{Outcome, desired_status};
+use super::validate::validate;
+use crate::context::Context;
+
+/// The controller's name in metrics.
+pub const CONTROLLER: &str = "sessionjob";
+/// When to look at a healthy job again even if nothing changes (partition counts can change
+/// without any Kubernetes event).
+pub const RECHECK: Duration = Duration::from_secs(300);
+/// When to look again while Kafka's answer is unknown.
+pub const RECHECK_UNKNOWN: Duration = Duration::from_secs(60);
+
+/// Why a reconcile failed (transiently: it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the cluster failed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// Building the children failed.
+    #[error(transparent)]
+    Build(#[from] build::Error),
+    /// Applying a child failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Writing the status failed.
+    #[error("writing the status: {}", apply::describe(.0))]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// The `cause` label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Observe(_) => "observe",
+            Self::Build(_) => "build",
+            Self::Apply(_) => "apply",
+            Self::Status(_) => "status",
+        }
+    }
+}
+
+/// Reconciles one SessionJob; see the module documentation.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(name = %job.name_any(), namespace = %job.namespace().unwrap_or_default())
+)]
+pub async fn reconcile(job: Arc<SessionJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let result = run_pipeline(&job, &ctx).await;
+    match &result {
+        Ok(_) => ctx.reset_backoff(&ObjectRef::from_obj(job.as_ref())),
+        Err(error) => ctx.metrics.failure(CONTROLLER, error.metric_label()),
+    }
+    result
+}
+
+/// Retries a failed reconcile with exponential backoff per object.
+pub fn error_policy(job: Arc<SessionJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.next_backoff(ObjectRef::from_obj(job.as_ref()));
+    tracing::warn!(
+        name = %job.name_any(),
+        namespace = %job.namespace().unwrap_or_default(),
+        %error,
+        retry_in_seconds = delay.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> {
+    // Dereference: reads only.
+    let observed = observe::observe(job, ctx).await?;
+    let topics: Vec<&str> = job
+        .spec
+        .kafka
+        .source_topics
+        .iter()
+        .map(|topic| topic.name.as_str())
+        .collect();
+    let balance = balanced_assignment(&topics, job.spec.parallelism, &observed.partitions);
+    let now = now();
+
+    // Validate: an invalid spec is reported and waits for its owner.
+    let valid = match validate(job) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid, "invalid spec; waiting for a change");
+            ctx.metrics.failure(CONTROLLER, "invalid_spec");
+            let status = desired_status(
+                job,
+                observed.statefulset.as_ref(),
+                Outcome::InvalidSpec(&invalid),
+                &balance,
+                &now,
+            );
+            finish(job, ctx, &observed, None, status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Build: pure.
+    let children = build::children(&valid)?;
+
+    // Apply: config before the StatefulSet that mounts it.
+    let applied = match apply::apply_children(&ctx.client, &valid.namespace, &children).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            let message = error.to_string();
+            let status = desired_status(
+                job,
+                observed.statefulset.as_ref(),
+                Outcome::ApplyFailed(&message),
+                &balance,
+                &now,
+            );
+            // Best effort: the apply error is what gets retried and reported.
+            if let Err(status_error) = finish(job, ctx, &observed, None, status).await {
+                tracing::warn!(error = %status_error, "could not record the apply failure in status");
+            }
+            return Err(error.into());
+        }
+    };
+
+    // Status.
+    let status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
+    finish(job, ctx, &observed, Some(&applied), status).await?;
+    Ok(Action::requeue(recheck_after(&balance)))
+}
+
+/// Writes `status` if it changed and publishes the Events of the transitions.
+async fn finish(
+    job: &SessionJob,
+    ctx: &Context,
+    observed: &Observed,
+    applied: Option<&k8s_openapi::api::apps::v1::StatefulSet>,
+    status: SessionJobStatus,
+) -> Result<(), Error> {
+    let events = transitions(
+        observed.statefulset.as_ref(),
+        applied,
+        job.status.as_ref(),
+        &status,
+    );
+    if job.status.as_ref() != Some(&status) {
+        write_status(job, ctx, &status).await?;
+    }
+    events::publish(&ctx.recorder, job, &events).await;
+    Ok(())
+}
+
+/// Server-side apply of the status subresource.
+async fn write_status(
+    job: &SessionJob,
+    ctx: &Context,
+    status: &SessionJobStatus,
+) -> Result<(), Error> {
+    let namespace = job.namespace().unwrap_or_default();
+    let api: Api<SessionJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": SessionJob::api_version(&()),
+        "kind": SessionJob::kind(&()),
+        "status": status,
+    });
+    tracing::debug!(phase = ?status.phase, "writing status");
+    api.patch_status(&job.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+fn recheck_after(balance: &Verdict) -> Duration {
+    if balance.status == "Unknown" {
+        RECHECK_UNKNOWN
+    } else {
+        RECHECK
+    }
+}
+
+/// Now, in whole seconds: the API server stores condition times in seconds, so anything finer
+/// would make a just-written status look different from the stored one.
+fn now() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kafka_is_checked_again_sooner() {
+        let unknown = Verdict {
+            status: "Unknown",
+            reason: "KafkaUnreachable",
+            message: String::new(),
+        };
+        let known = Verdict {
+            status: "True",
+            ..unknown.clone()
+        };
+        assert!(recheck_after(&unknown) < recheck_after(&known));
+    }
+
+    #[test]
+    fn now_has_no_fraction_of_a_second() {
+        assert_eq!(now().0.subsec_nanosecond(), 0);
+    }
+}
