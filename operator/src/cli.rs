@@ -1,10 +1,11 @@
 //! The operator's command line. The flags and their environment fallbacks are a contract with
 //! the Helm chart (which sets the environment), so names, variables and defaults change only
-//! together with it. Parsing only: nothing here touches the network or the cluster.
+//! together with it. An environment variable set to the empty string counts as unset (a chart
+//! renders unset values that way), so every flag parses empty input as its default.
+//! Parsing only: nothing here touches the network or the cluster.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
 /// Environment fallback of `--namespaces`.
@@ -26,6 +27,12 @@ pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
 
 /// Default name of the leader election Lease.
 pub const DEFAULT_LEASE_NAME: &str = "sessionizer-operator";
+/// Default of `--http-port`.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+/// Default of `--lease-namespace`.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "default";
+/// Default of `--log-level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// The operator's flags.
 #[derive(Clone, Debug, PartialEq, Eq, Parser)]
@@ -39,36 +46,46 @@ pub struct Args {
     #[arg(long, env = ENV_WATCH_NAMESPACES, value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
     /// Address the HTTP server (`/metrics`, `/healthz`, `/readyz`) binds.
-    #[arg(long, env = ENV_HTTP_HOST, default_value = "0.0.0.0")]
+    #[arg(long, env = ENV_HTTP_HOST, default_value = "0.0.0.0", value_parser = parse_host)]
     pub http_host: IpAddr,
     /// Port of the HTTP server.
-    #[arg(long, env = ENV_HTTP_PORT, default_value_t = 8080)]
+    #[arg(long, env = ENV_HTTP_PORT, default_value = "8080", value_parser = parse_port)]
     pub http_port: u16,
     /// Take part in leader election on a Lease (`true` or `false`); only the leader reconciles.
     #[arg(
         long,
         env = ENV_LEADER_ELECTION,
         default_value = "true",
-        value_parser = BoolishValueParser::new(),
+        value_parser = parse_bool,
         num_args = 1,
         action = clap::ArgAction::Set
     )]
     pub leader_election: bool,
     /// Name of the leader election Lease.
-    #[arg(long, default_value = DEFAULT_LEASE_NAME)]
+    #[arg(long, default_value = DEFAULT_LEASE_NAME, value_parser = non_empty_or(DEFAULT_LEASE_NAME))]
     pub lease_name: String,
     /// Namespace of the leader election Lease.
-    #[arg(long, env = ENV_LEASE_NAMESPACE, default_value = "default")]
+    #[arg(
+        long,
+        env = ENV_LEASE_NAMESPACE,
+        default_value = DEFAULT_LEASE_NAMESPACE,
+        value_parser = non_empty_or(DEFAULT_LEASE_NAMESPACE)
+    )]
     pub lease_namespace: String,
     /// This replica's identity in the Lease. Default: the host name.
     #[arg(long, env = ENV_IDENTITY)]
     pub identity: Option<String>,
     /// Log format: `json` (one object per line) or `text` (for people).
-    #[arg(long, env = ENV_LOG_FORMAT, value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env = ENV_LOG_FORMAT, default_value = "json", value_parser = parse_log_format)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info` or `info,sessionizer_operator=debug`.
     /// `RUST_LOG`, when set, wins.
-    #[arg(long, env = ENV_LOG_LEVEL, default_value = "info")]
+    #[arg(
+        long,
+        env = ENV_LOG_LEVEL,
+        default_value = DEFAULT_LOG_LEVEL,
+        value_parser = non_empty_or(DEFAULT_LOG_LEVEL)
+    )]
     pub log_level: String,
 }
 
@@ -103,6 +120,47 @@ impl Args {
             .filter(|identity| !identity.trim().is_empty())
             .or_else(hostname)
             .unwrap_or_else(|| DEFAULT_LEASE_NAME.to_owned())
+    }
+}
+
+fn parse_host(value: &str) -> Result<IpAddr, String> {
+    match value.trim() {
+        "" => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        host => host
+            .parse()
+            .map_err(|_| format!("{host:?} is not an IP address")),
+    }
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    match value.trim() {
+        "" => Ok(DEFAULT_HTTP_PORT),
+        port => port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number")),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        other => Err(format!("{other:?} is not json or text")),
+    }
+}
+
+fn non_empty_or(default: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |value: &str| match value.trim() {
+        "" => Ok(default.to_owned()),
+        value => Ok(value.to_owned()),
     }
 }
 
@@ -174,6 +232,46 @@ mod tests {
         assert_eq!(args.identity(), "operator-0");
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.log_level, "debug");
+    }
+
+    #[test]
+    fn empty_values_mean_the_default() {
+        // What a chart renders for an unset value; the environment behaves the same way.
+        let args = parse(&[
+            "--namespaces=",
+            "--http-host=",
+            "--http-port=",
+            "--leader-election=",
+            "--lease-name=",
+            "--lease-namespace=",
+            "--identity=",
+            "--log-format=",
+            "--log-level=",
+        ]);
+        assert!(args.watch_namespaces().is_empty());
+        assert_eq!(args.http_host.to_string(), "0.0.0.0");
+        assert_eq!(args.http_port, 8080);
+        assert!(args.leader_election);
+        assert_eq!(args.lease_name, "sessionizer-operator");
+        assert_eq!(args.lease_namespace, "default");
+        assert!(!args.identity().is_empty());
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log_level, "info");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            "--http-host=localhost",
+            "--http-port=80000",
+            "--leader-election=maybe",
+            "--log-format=xml",
+        ] {
+            assert!(
+                Args::try_parse_from(["sessionizer-operator", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

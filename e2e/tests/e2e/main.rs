@@ -5,6 +5,7 @@
 // A test binary: a failed unwrap is a failed test, with the value in the message.
 #![allow(clippy::unwrap_used)]
 
+mod chart;
 mod crd_validation;
 mod operator;
 mod smoke_kubernetes;

@@ -120,6 +120,32 @@ impl Installed {
             .collect()
     }
 
+    /// `kind/name` of every object of kind `K` whose owner has `uid`.
+    async fn owned_by<K>(&self, uid: &str) -> Result<Vec<String>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let list = self
+            .api::<K>()
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("listing children"))?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|o| {
+                o.meta()
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == uid)
+            })
+            .map(|o| format!("{}/{}", K::kind(&Default::default()), o.name_any()))
+            .collect())
+    }
+
     async fn patch_spec(&self, spec: serde_json::Value) {
         let patch = json!({ "spec": spec });
         self.jobs()
@@ -294,51 +320,13 @@ async fn deleting_the_job_removes_every_child() {
         .await
         .unwrap();
     let uid = job.uid().unwrap_or_default();
-    let owned =
-        |meta: &kube::api::ObjectMeta| meta.owner_references.iter().flatten().any(|r| r.uid == uid);
     wait::until("every child of the job to be gone", POD_TIMEOUT, || async {
         let mut left = BTreeSet::new();
-        let lp = ListParams::default();
-        for sts in it
-            .api::<StatefulSet>()
-            .list(&lp)
-            .await
-            .map_err(Error::kube("sts"))?
-        {
-            if owned(&sts.metadata) {
-                left.insert(format!("statefulset/{}", sts.name_any()));
-            }
-        }
-        for cm in it
-            .api::<ConfigMap>()
-            .list(&lp)
-            .await
-            .map_err(Error::kube("cm"))?
-        {
-            if owned(&cm.metadata) {
-                left.insert(format!("configmap/{}", cm.name_any()));
-            }
-        }
-        for svc in it
-            .api::<Service>()
-            .list(&lp)
-            .await
-            .map_err(Error::kube("svc"))?
-        {
-            if owned(&svc.metadata) {
-                left.insert(format!("service/{}", svc.name_any()));
-            }
-        }
-        for pdb in it
-            .api::<PodDisruptionBudget>()
-            .list(&lp)
-            .await
-            .map_err(Error::kube("pdb"))?
-        {
-            if owned(&pdb.metadata) {
-                left.insert(format!("pdb/{}", pdb.name_any()));
-            }
-        }
+        left.extend(it.owned_by::<StatefulSet>(&uid).await?);
+        left.extend(it.owned_by::<ConfigMap>(&uid).await?);
+        left.extend(it.owned_by::<Service>(&uid).await?);
+        left.extend(it.owned_by::<ServiceAccount>(&uid).await?);
+        left.extend(it.owned_by::<PodDisruptionBudget>(&uid).await?);
         let pods = it
             .api::<Pod>()
             .list(&ListParams::default().labels(&it.worker_selector()))
