@@ -326,10 +326,13 @@ async fn run_tool(command: Command, stdin: Option<&str>) -> Result<String> {
     }
 }
 
-/// The root of all run directories: `$SESSIONIZER_RUNS`, or `/tmp/sessionizer-runs`.
+/// The root of all run directories: `$SESSIONIZER_RUNS`, or `<cache>/runs`.
+///
+/// Not under `/tmp`: Pods commonly mount an emptyDir at `/tmp`, which would hide their own
+/// sandbox (kubeconfig, volumes) inside their mount namespace.
 pub fn runs_root() -> PathBuf {
     std::env::var_os("SESSIONIZER_RUNS")
-        .map_or_else(|| PathBuf::from("/tmp/sessionizer-runs"), PathBuf::from)
+        .map_or_else(|| tools::cache_dir().join("runs"), PathBuf::from)
 }
 
 /// How many finished runs to keep for post-mortems.

@@ -121,22 +121,34 @@ pub mod credentials {
     }
 }
 
-/// Suffix of the names of a job's worker objects.
-const WORKER_SUFFIX: &str = "-worker";
+/// Longest SessionJob name whose children get valid names: the StatefulSet (named like the job)
+/// labels its Pods with `controller-revision-hash: <name>-<10-character hash>`, which must fit a
+/// 63-character label value.
+pub const MAX_JOB_NAME_LEN: usize = 63 - 11;
 
-/// Longest SessionJob name whose children get valid names: the StatefulSet name plus the
-/// controller-revision-hash suffix (11 characters) must fit a 63-character label value.
-pub const MAX_JOB_NAME_LEN: usize = 63 - 11 - WORKER_SUFFIX.len();
-
-/// Name of the StatefulSet, headless Service, PodDisruptionBudget and ServiceAccount of a job's
-/// workers: `<job>-worker` (Pods are `<job>-worker-<ordinal>`).
-pub fn worker(job: &str) -> String {
-    format!("{job}{WORKER_SUFFIX}")
+/// Name of the worker StatefulSet: the job's name (Pods are `<job>-<ordinal>`).
+pub fn statefulset(job: &str) -> String {
+    job.to_owned()
 }
 
-/// Name of the ConfigMap holding the worker configuration: `<job>-worker-config`.
+/// Name of the headless Service of the workers (the StatefulSet's `serviceName`): the job's name.
+pub fn service(job: &str) -> String {
+    job.to_owned()
+}
+
+/// Name of the workers' PodDisruptionBudget: the job's name.
+pub fn pdb(job: &str) -> String {
+    job.to_owned()
+}
+
+/// Name of the workers' ServiceAccount: `<job>-worker`.
+pub fn service_account(job: &str) -> String {
+    format!("{job}-worker")
+}
+
+/// Name of the ConfigMap holding the worker configuration: `<job>-config`.
 pub fn config_map(job: &str) -> String {
-    format!("{job}{WORKER_SUFFIX}-config")
+    format!("{job}-config")
 }
 
 #[cfg(test)]
@@ -145,13 +157,29 @@ mod tests {
 
     #[test]
     fn children_are_named_after_the_job() {
-        assert_eq!(worker("pageviews"), "pageviews-worker");
-        assert_eq!(config_map("pageviews"), "pageviews-worker-config");
+        assert_eq!(statefulset("pageviews"), "pageviews");
+        assert_eq!(service("pageviews"), "pageviews");
+        assert_eq!(pdb("pageviews"), "pageviews");
+        assert_eq!(service_account("pageviews"), "pageviews-worker");
+        assert_eq!(config_map("pageviews"), "pageviews-config");
     }
 
     #[test]
     fn longest_job_name_leaves_room_for_the_revision_hash() {
         let name = "a".repeat(MAX_JOB_NAME_LEN);
-        assert_eq!(worker(&name).len() + 11, 63);
+        // `<statefulset>-<10 hex-ish characters>` is the controller-revision-hash label value.
+        assert_eq!(statefulset(&name).len() + 1 + 10, 63);
+    }
+
+    #[test]
+    fn secret_mounts_live_below_the_secrets_dir() {
+        for mount in [
+            credentials::KAFKA_CA,
+            credentials::KAFKA_CLIENT_CERT,
+            credentials::AEROSPIKE_CA,
+            credentials::AEROSPIKE_CLIENT_CERT,
+        ] {
+            assert!(mount.dir.starts_with(credentials::SECRETS_DIR), "{mount:?}");
+        }
     }
 }

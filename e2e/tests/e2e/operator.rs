@@ -120,6 +120,35 @@ impl Installed {
             .collect()
     }
 
+    /// Reconciliations the operator replicas of this namespace have counted, from their
+    /// `/metrics`.
+    async fn reconciliations(&self) -> u64 {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/name=sessionizer-operator"))
+            .await
+            .unwrap();
+        let mut total = 0;
+        for pod in pods.items.iter().filter(|p| smoke::is_running_and_ready(p)) {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let Ok(response) = reqwest::get(format!("http://{ip}:8080/metrics")).await else {
+                continue;
+            };
+            let text = response.text().await.unwrap_or_default();
+            total += text
+                .lines()
+                .filter(|l| l.starts_with("sessionizer_operator_reconciliations_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .sum::<u64>();
+        }
+        total
+    }
+
     /// `kind/name` of every object of kind `K` whose owner has `uid`.
     async fn owned_by<K>(&self, uid: &str) -> Result<Vec<String>, Error>
     where
@@ -231,7 +260,8 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
     let it = install_and_apply_example().await;
     it.wait_ready().await;
 
-    // Scale out: one more worker, the existing ones keep running.
+    // Scale out: key groups are re-divided, so every worker restarts with its new range (from
+    // its checkpoint, in later issues) and one more joins.
     let before = it.worker_pod_uids().await;
     it.patch_spec(json!({ "parallelism": 2 })).await;
     it.wait_ready().await;
@@ -239,11 +269,12 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
         .await
         .unwrap();
     let scaled = it.worker_pod_uids().await;
+    assert_eq!(scaled.len(), 2);
     for (pod, uid) in &before {
-        assert_eq!(
+        assert_ne!(
             scaled.get(pod),
             Some(uid),
-            "{pod} kept running through the scale-out"
+            "{pod} restarted to take its new key groups"
         );
     }
 
@@ -280,8 +311,10 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
         "one template change, one roll"
     );
 
-    // Re-applying the same spec (and nudging a reconcile) changes nothing.
+    // Re-applying the same spec (with an annotation, so the operator reconciles it) changes
+    // nothing.
     it.wait_ready().await;
+    let reconciles = it.reconciliations().await;
     let current = it.jobs().get(&it.job).await.unwrap();
     let manifest = serde_yaml::to_string(&json!({
         "apiVersion": "sessionizer.dev/v1alpha1",
@@ -294,8 +327,16 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
         .kubectl(&["apply", "-n", &it.namespace, "-f", "-"], Some(&manifest))
         .await
         .unwrap();
-    // The annotation change is an event the operator reconciles; once it has seen the job again
-    // (status still at this generation, Ready), nothing may have moved.
+    wait::until(
+        "the operator to reconcile the re-applied job",
+        POD_TIMEOUT,
+        || async {
+            let now = it.reconciliations().await;
+            Ok::<_, Error>((now > reconciles).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
     it.wait_ready().await;
     assert_eq!(it.statefulset().await.metadata.generation, after_roll);
     assert_eq!(it.worker_pod_uids().await, rolled);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::kafka::PartitionCounts;
+use super::kafka::{LookupError, PartitionCounts};
 
 /// A condition's status, reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,9 +23,13 @@ pub fn balanced_assignment(topics: &[&str], parallelism: i32, counts: &Partition
     let counts = match counts {
         Ok(counts) => counts,
         Err(error) => {
+            let reason = match error {
+                LookupError::Credentials(_) => "KafkaCredentialsUnavailable",
+                LookupError::Unreachable { .. } | LookupError::Task(_) => "KafkaUnreachable",
+            };
             return Verdict {
                 status: "Unknown",
-                reason: "KafkaUnreachable",
+                reason,
                 message: error.to_string(),
             };
         }
@@ -135,7 +139,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::session_job::kafka::LookupError;
 
     fn counts(pairs: &[(&str, i32)]) -> PartitionCounts {
         Ok(pairs
@@ -201,6 +204,20 @@ mod tests {
         assert_eq!(verdict.status, "Unknown");
         assert_eq!(verdict.reason, "KafkaUnreachable");
         assert!(verdict.message.contains("kafka-0.kafka:9092"));
+    }
+
+    #[test]
+    fn unreadable_credentials_are_unknown_with_their_own_reason() {
+        let verdict = balanced_assignment(
+            &["pageviews"],
+            4,
+            &Err(LookupError::Credentials(
+                "reading Secret kafka-user: secrets \"kafka-user\" not found (404)".into(),
+            )),
+        );
+        assert_eq!(verdict.status, "Unknown");
+        assert_eq!(verdict.reason, "KafkaCredentialsUnavailable");
+        assert!(verdict.message.contains("kafka-user"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Observed {
 /// Reads what `job`'s reconcile needs.
 pub async fn observe(job: &SessionJob, ctx: &Context) -> Result<Observed, Error> {
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
-    let name = names::worker(&job.name_any());
+    let name = names::statefulset(&job.name_any());
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let statefulset = statefulsets
         .get_opt(&name)

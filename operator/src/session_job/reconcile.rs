@@ -63,11 +63,12 @@ impl Error {
     }
 }
 
-/// Reconciles one SessionJob; see the module documentation.
+/// Reconciles one SessionJob; see the module documentation. Its span carries the job's name (as
+/// `job`: JSON logs already use `name` for the span's own name) and namespace.
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
-    fields(name = %job.name_any(), namespace = %job.namespace().unwrap_or_default())
+    fields(job = %job.name_any(), namespace = %job.namespace().unwrap_or_default())
 )]
 pub async fn reconcile(job: Arc<SessionJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
@@ -83,7 +84,7 @@ pub async fn reconcile(job: Arc<SessionJob>, ctx: Arc<Context>) -> Result<Action
 pub fn error_policy(job: Arc<SessionJob>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.next_backoff(ObjectRef::from_obj(job.as_ref()));
     tracing::warn!(
-        name = %job.name_any(),
+        job = %job.name_any(),
         namespace = %job.namespace().unwrap_or_default(),
         %error,
         retry_in_seconds = delay.as_secs(),

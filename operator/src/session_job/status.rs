@@ -450,7 +450,7 @@ mod tests {
         let status = desired_status(
             &job,
             Some(&sts),
-            Outcome::ApplyFailed("applying StatefulSet pageviews-v2-worker: forbidden"),
+            Outcome::ApplyFailed("applying StatefulSet pageviews-v2: forbidden"),
             &balanced(),
             &at(200),
         );

@@ -70,7 +70,7 @@ mod tests {
         let config_map = config_map(&job).unwrap();
         assert_eq!(
             config_map.metadata.name.as_deref(),
-            Some("pageviews-v2-worker-config")
+            Some("pageviews-v2-config")
         );
         let data = config_map.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["worker.yaml"]);

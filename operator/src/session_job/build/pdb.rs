@@ -9,12 +9,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{ValidatedJob, metadata, selector_labels};
 use crate::names;
 
-/// `<job>-worker` with `maxUnavailable: 1` over the job's worker Pods.
+/// `<job>` with `maxUnavailable: 1` over the job's worker Pods.
 pub fn pdb(job: &ValidatedJob) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: metadata(job, names::worker(&job.name)),
+        metadata: metadata(job, names::pdb(&job.name)),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
+            // A worker that is not ready serves nothing: let drains evict it instead of blocking.
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
             selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(job)),
                 ..LabelSelector::default()
@@ -33,10 +35,14 @@ mod tests {
     #[test]
     fn at_most_one_worker_is_disrupted() {
         let pdb = pdb(&fixtures::valid_full());
-        assert_eq!(pdb.metadata.name.as_deref(), Some("pageviews-v2-worker"));
+        assert_eq!(pdb.metadata.name.as_deref(), Some("pageviews-v2"));
         let spec = pdb.spec.unwrap();
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
         let labels = spec.selector.unwrap().match_labels.unwrap();
         assert_eq!(labels.len(), 2);
         assert_eq!(labels["app.kubernetes.io/instance"], "pageviews-v2");

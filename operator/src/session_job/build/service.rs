@@ -1,5 +1,5 @@
 //! The headless Service of a job's workers: a stable DNS name per worker
-//! (`<pod>.<job>-worker.<namespace>.svc`) for the operator to reach each worker's HTTP API. It
+//! (`<job>-<ordinal>.<job>.<namespace>.svc`) for the operator to reach each worker's HTTP API. It
 //! load-balances nothing and must never get a cluster IP.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -9,10 +9,10 @@ use sessionizer_worker::config::HTTP_PORT;
 use super::{ValidatedJob, metadata, selector_labels};
 use crate::names;
 
-/// `<job>-worker`, headless, port `http` 8080.
+/// `<job>`, headless, port `http` 8080.
 pub fn service(job: &ValidatedJob) -> Service {
     Service {
-        metadata: metadata(job, names::worker(&job.name)),
+        metadata: metadata(job, names::service(&job.name)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_owned()),
             selector: Some(selector_labels(job)),
@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn service_is_headless_on_the_http_port() {
         let service = service(&fixtures::valid_minimal());
-        assert_eq!(service.metadata.name.as_deref(), Some("pageviews-worker"));
+        assert_eq!(service.metadata.name.as_deref(), Some("pageviews"));
         let spec = service.spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(spec.publish_not_ready_addresses, Some(true));

@@ -9,7 +9,7 @@ use crate::names;
 /// `<job>-worker`, with `automountServiceAccountToken: false` and no RBAC bindings.
 pub fn service_account(job: &ValidatedJob) -> ServiceAccount {
     ServiceAccount {
-        metadata: metadata(job, names::worker(&job.name)),
+        metadata: metadata(job, names::service_account(&job.name)),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     }

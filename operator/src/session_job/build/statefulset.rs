@@ -27,17 +27,16 @@ use super::credentials::credentials;
 use super::{ValidatedJob, common_labels, metadata, selector_labels};
 use crate::names::{self, annotations, labels, pod};
 
-/// `<job>-worker`: `spec.parallelism` Pods started in parallel, the pod template annotated with
+/// `<job>`: `spec.parallelism` Pods started in parallel, the pod template annotated with
 /// `config_hash` (see [`super::config_hash`]).
 pub fn statefulset(job: &ValidatedJob, config_hash: &str) -> StatefulSet {
-    let name = names::worker(&job.name);
     StatefulSet {
-        metadata: metadata(job, name.clone()),
+        metadata: metadata(job, names::statefulset(&job.name)),
         spec: Some(StatefulSetSpec {
             replicas: Some(job.spec.parallelism),
             // Workers do not depend on each other: start and stop them all at once.
             pod_management_policy: Some("Parallel".to_owned()),
-            service_name: Some(name),
+            service_name: Some(names::service(&job.name)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(job)),
                 ..LabelSelector::default()
@@ -131,7 +130,7 @@ fn pod_template(job: &ValidatedJob, config_hash: &str) -> PodTemplateSpec {
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            service_account_name: Some(names::worker(&job.name)),
+            service_account_name: Some(names::service_account(&job.name)),
             automount_service_account_token: Some(false),
             termination_grace_period_seconds: Some(pod::TERMINATION_GRACE_PERIOD_SECONDS),
             security_context: Some(pod_security),
@@ -270,11 +269,11 @@ mod tests {
     #[test]
     fn replicas_policy_and_service_follow_the_job() {
         let sts = statefulset(&fixtures::valid_full(), HASH);
-        assert_eq!(sts.metadata.name.as_deref(), Some("pageviews-v2-worker"));
+        assert_eq!(sts.metadata.name.as_deref(), Some("pageviews-v2"));
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(4));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
-        assert_eq!(spec.service_name.as_deref(), Some("pageviews-v2-worker"));
+        assert_eq!(spec.service_name.as_deref(), Some("pageviews-v2"));
         let selector = spec.selector.match_labels.unwrap();
         let template_labels = spec.template.metadata.unwrap().labels.unwrap();
         for (key, value) in &selector {
@@ -342,7 +341,7 @@ mod tests {
         let config_volume = volumes.iter().find(|v| v.name == "config").unwrap();
         assert_eq!(
             config_volume.config_map.as_ref().unwrap().name,
-            "pageviews-worker-config"
+            "pageviews-config"
         );
         assert!(
             volumes
