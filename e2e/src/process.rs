@@ -195,8 +195,8 @@ pub fn signal_group(pid: u32, signal: Signal) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stop_ends_the_process_and_its_children() {
+    #[tokio::test]
+    async fn stop_ends_the_process_and_its_children() {
         let dir = std::env::temp_dir().join(format!("process-test-{}", std::process::id()));
         let log = dir.join("sh.log");
         let mut command = Command::new("sh");
@@ -207,8 +207,14 @@ mod tests {
         let pid = process.pid();
         let status = process.stop(Duration::from_secs(5));
         assert!(status.is_some());
-        let alive = killpg(Pid::from_raw(pid as i32), None).is_ok();
-        assert!(!alive, "process group {pid} still has members");
+        // The killed grandchild lingers as a zombie until init reaps it: wait for the group to
+        // vanish rather than look once.
+        crate::wait::until("the process group to be gone", Duration::from_secs(10), || async {
+            let gone = killpg(Pid::from_raw(pid as i32), None).is_err();
+            Ok::<_, crate::Error>(gone.then_some(()))
+        })
+        .await
+        .unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -11,8 +11,13 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod event;
+pub mod history;
 pub mod http;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod oracle;
 pub mod run;
+pub mod session;

@@ -85,6 +85,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for subsystems that register their own metrics (the history store's
+    /// [`crate::history::HistoryMetrics::register`]).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Records whether the worker is ready.
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));

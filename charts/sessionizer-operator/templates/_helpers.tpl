@@ -69,37 +69,30 @@ What the operator may do in the namespaces it manages, and nothing more. The sam
 the ClusterRole (every namespace) or into one Role per watched namespace.
 */}}
 {{- define "sessionizer-operator.rules" -}}
-# The custom resources: read and watch them, add and remove the finalizer (update), and write
-# their status. The spec is never rewritten (GitOps safe); patch/update serve metadata only.
+# Exactly the calls operator/RBAC.md lists, and no more. SessionJobs: watched from the cache,
+# only their status is written (server-side apply); the spec is never rewritten (GitOps safe).
 - apiGroups: ["sessionizer.dev"]
-  resources: ["sessionjobs", "sessionjobcutovers"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  resources: ["sessionjobs"]
+  verbs: ["list", "watch"]
 - apiGroups: ["sessionizer.dev"]
-  resources: ["sessionjobs/status", "sessionjobcutovers/status"]
-  verbs: ["get", "patch", "update"]
-# Setting owner references with blockOwnerDeletion on a job's children.
-- apiGroups: ["sessionizer.dev"]
-  resources: ["sessionjobs/finalizers"]
-  verbs: ["update"]
-# Each job's children, applied server-side and owned by the job.
+  resources: ["sessionjobs/status"]
+  verbs: ["patch"]
+# Each job's children, server-side applied (create + patch) and watched; they go with their job
+# through owner references and the garbage collector, so no delete.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Worker Pods: readiness and the address of each worker's /status.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Kafka, Aerospike and object-store credentials the SessionJobs reference.
+  verbs: ["list", "watch", "create", "patch"]
+# Only the Kafka credentials a SessionJob names, read by name (never listed or watched).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events on SessionJobs and cutovers.
+# Events on SessionJobs.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

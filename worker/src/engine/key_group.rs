@@ -1,0 +1,474 @@
+//! One key group's engine: the state of [`KeyGroupState`] plus a history store handle, and the
+//! transitions (accept an event, close due sessions, flush late updates).
+//!
+//! It must never read the wall clock for a decision (processing time comes in as `now_ms`),
+//! and must remove a session from memory before moving it to history (gotcha 6).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use sessionizer_crds::session_job::SinkMode;
+use tracing::{debug, warn};
+
+use super::late::PendingKey;
+use super::watermark::PartitionWatermark;
+use super::{EngineConfig, EngineError, KeyGroupState, Output, Quarantine};
+use crate::event::{Event, decode, page_number_too_high};
+use crate::history::{HistoryError, HistoryStore};
+use crate::session::{HistoryValue, Session, SessionRecord};
+
+/// The engine of one key group.
+pub struct KeyGroup<H> {
+    config: EngineConfig,
+    history: H,
+    state: KeyGroupState,
+}
+
+impl<H: HistoryStore> KeyGroup<H> {
+    /// An empty key group.
+    pub fn new(key_group: u32, config: EngineConfig, history: H) -> Self {
+        let state = KeyGroupState {
+            key_group,
+            ..KeyGroupState::default()
+        };
+        Self::restore(config, history, state)
+    }
+
+    /// A key group restored from a checkpoint.
+    pub fn restore(config: EngineConfig, history: H, state: KeyGroupState) -> Self {
+        Self {
+            config,
+            history,
+            state,
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn snapshot(&self) -> KeyGroupState {
+        self.state.clone()
+    }
+
+    /// The current watermark (`None` before the first event).
+    pub fn watermark(&self) -> Option<i64> {
+        self.state
+            .watermark
+            .current(self.config.max_out_of_orderness_ms)
+    }
+
+    /// This key group's contribution to the combined watermark at processing time `now_ms`.
+    pub fn partition_watermark(&self, now_ms: i64) -> PartitionWatermark {
+        PartitionWatermark {
+            watermark: self.watermark(),
+            idle: self
+                .state
+                .watermark
+                .is_idle(now_ms, self.config.idle_source_timeout_ms),
+        }
+    }
+
+    /// What happened so far.
+    pub fn counters(&self) -> &super::Counters {
+        &self.state.counters
+    }
+
+    /// Number of open sessions.
+    pub fn open_sessions(&self) -> usize {
+        self.state.open.values().map(Vec::len).sum()
+    }
+
+    /// Switches the sink mode carried by later outputs (a cutover).
+    pub fn set_sink(&mut self, sink: SinkMode) {
+        self.config.sink = sink;
+    }
+
+    /// Processes one input record received at processing time `now_ms`, then closes what is due
+    /// and flushes due late updates.
+    pub async fn process(&mut self, raw: &[u8], now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        let counters = &mut self.state.counters;
+        counters.records += 1;
+        self.state.watermark.last_input_at = self.state.watermark.last_input_at.max(Some(now_ms));
+        let event = match decode(raw, &self.config.fields) {
+            Ok(event) => event,
+            Err(reason) => {
+                counters.malformed += 1;
+                debug!(%reason, key_group = self.state.key_group, "quarantining a malformed event");
+                out.push(quarantine(reason.to_string(), None, raw));
+                return Ok(out);
+            }
+        };
+        if page_number_too_high(&event, self.config.max_page_number) {
+            counters.page_number_dropped += 1;
+            out.push(quarantine(
+                format!(
+                    "pageNumber {} exceeds maxPageNumber {}",
+                    event.page_number.unwrap_or_default(),
+                    self.config.max_page_number
+                ),
+                Some(event.key.clone()),
+                raw,
+            ));
+            return Ok(out);
+        }
+        let watermark = self.watermark();
+        if let Some(wm) = watermark
+            && event.time < wm.saturating_sub(self.config.allowed_lateness_ms)
+        {
+            self.state.counters.too_late += 1;
+            debug!(key = %event.key, event_time = event.time, watermark = wm, "dropping an event older than the allowed lateness");
+            return Ok(out);
+        }
+        let late = watermark.is_some_and(|wm| event.time < wm);
+        let time = event.time;
+        self.accept(event, late, watermark, now_ms).await?;
+        self.state.watermark.observe(time);
+        out.extend(self.tick(now_ms).await?);
+        Ok(out)
+    }
+
+    /// Raises the watermark to `watermark` (the combined watermark, so an idle key group's
+    /// sessions still close), then closes what is due.
+    pub async fn advance_watermark(
+        &mut self,
+        watermark: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Output>, EngineError> {
+        self.state.watermark.advance_to(watermark);
+        self.tick(now_ms).await
+    }
+
+    /// Closes the sessions the watermark has passed and flushes the late updates due at
+    /// processing time `now_ms`. Call it periodically even without input.
+    pub async fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        if let Some(wm) = self.watermark() {
+            while let Some((deadline, key)) = self.state.timers.first().cloned() {
+                if deadline >= wm {
+                    break;
+                }
+                self.close(&key, Some(wm), &mut out).await?;
+            }
+        }
+        let due: Vec<String> = self
+            .state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due_at <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.flush(&key, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// End of a bounded input (tests, batch replays): closes every open session and flushes
+    /// every pending update, whatever the watermark and the time. A stopping worker does not
+    /// call this: it checkpoints [`KeyGroup::snapshot`] instead.
+    pub async fn finish(&mut self) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        let keys: Vec<String> = self.state.open.keys().cloned().collect();
+        for key in keys {
+            self.close(&key, None, &mut out).await?;
+        }
+        let keys: Vec<String> = self.state.pending.keys().cloned().collect();
+        for key in keys {
+            self.flush(&key, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn accept(
+        &mut self,
+        event: Event,
+        late: bool,
+        watermark: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let key = event.key.clone();
+        let gap = self.config.gap_ms;
+        let mut closed = if late {
+            self.closed_view(&key).await?
+        } else {
+            Vec::new()
+        };
+        let open = self.state.open.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let seen = |s: &Session| s.events.contains_key(&event.id);
+        if open.iter().any(seen) || closed.iter().any(seen) {
+            self.state.counters.duplicates += 1;
+            return Ok(());
+        }
+        let touched_bytes: u64 = open
+            .iter()
+            .chain(closed.iter())
+            .filter(|s| s.touches(event.time, gap))
+            .map(Session::bytes)
+            .sum();
+        if touched_bytes >= self.config.max_session_bytes {
+            self.state.counters.over_byte_cap += 1;
+            if let Some(meta) = self.state.meta.get_mut(&key) {
+                meta.rejected_events += 1;
+            }
+            debug!(%key, bytes = touched_bytes, "session reached maxSessionBytes; rejecting an event");
+            return Ok(());
+        }
+
+        let mut open = self.take_open(&key);
+        let mut merged = Session::from_event(&event);
+        let mut touched_open = false;
+        let mut touched_closed = false;
+        // Absorb every session within `gap` until none is left: one event can bridge several.
+        loop {
+            let mut changed = false;
+            for s in drain_touching(&mut open, &merged, gap) {
+                merged.absorb(s);
+                touched_open = true;
+                changed = true;
+            }
+            for s in drain_touching(&mut closed, &merged, gap) {
+                merged.absorb(s);
+                touched_closed = true;
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+        let due = watermark.is_some_and(|wm| merged.end().saturating_add(gap) < wm);
+        if !touched_closed || touched_open || !due {
+            // Stays (or becomes) open; closed parts it absorbed stay in history until it closes
+            // and merges with them again (idempotent), so nothing is lost if we crash first.
+            open.push(merged);
+            self.put_open(&key, open);
+            return Ok(());
+        }
+        self.put_open(&key, open);
+        self.state.counters.late_merged += 1;
+        let id = merged.id();
+        let retired: Vec<String> = merged
+            .emitted_ids
+            .iter()
+            .filter(|r| **r != id)
+            .cloned()
+            .collect();
+        merged.emitted_ids = BTreeSet::from([id]);
+        let due_at = now_ms.saturating_add(self.config.late_update_interval_ms);
+        let pending = self.state.pending.entry(key).or_insert_with(|| PendingKey {
+            due_at,
+            ..PendingKey::default()
+        });
+        pending.mark(&merged, &retired);
+        closed.push(merged);
+        prune(&mut closed, watermark, gap, self.config.allowed_lateness_ms);
+        pending.sessions = closed;
+        Ok(())
+    }
+
+    /// Closes the open sessions of `key` that are due at `watermark` (all when `None`).
+    async fn close(
+        &mut self,
+        key: &str,
+        watermark: Option<i64>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let gap = self.config.gap_ms;
+        let open = self.take_open(key);
+        let (due, rest): (Vec<Session>, Vec<Session>) = open
+            .into_iter()
+            .partition(|s| watermark.is_none_or(|wm| s.end().saturating_add(gap) < wm));
+        // Purge from memory before moving to history (gotcha 6).
+        self.put_open(key, rest);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut closed = self.closed_view(key).await?;
+        let mut events = 0usize;
+        let mut bytes = 0u64;
+        for mut merged in due {
+            // Normally nothing touches it; after a restart history may hold a newer copy.
+            loop {
+                let parts = drain_touching(&mut closed, &merged, gap);
+                if parts.is_empty() {
+                    break;
+                }
+                for s in parts {
+                    merged.absorb(s);
+                }
+            }
+            let id = merged.id();
+            let record = merged.record();
+            events += merged.events.len();
+            bytes += merged.bytes();
+            let retired: Vec<String> = merged
+                .emitted_ids
+                .iter()
+                .filter(|r| **r != id)
+                .cloned()
+                .collect();
+            if let Some(pending) = self.state.pending.get_mut(key) {
+                pending.dirty.remove(&id);
+                for r in &retired {
+                    pending.dirty.remove(r);
+                }
+            }
+            for r in &retired {
+                out.push(self.output(SessionRecord::tombstone(key, r, record.version, &id)));
+                self.state.counters.tombstones += 1;
+            }
+            out.push(self.output(record));
+            self.state.counters.sessions_closed += 1;
+            merged.emitted_ids = BTreeSet::from([id]);
+            closed.push(merged);
+        }
+        prune(
+            &mut closed,
+            self.watermark(),
+            gap,
+            self.config.allowed_lateness_ms,
+        );
+        if let Some(pending) = self.state.pending.get_mut(key) {
+            pending.sessions = closed;
+        } else {
+            self.write_history(key, &closed).await?;
+        }
+        let elapsed = started.elapsed();
+        if elapsed > self.config.slow_window_log_threshold {
+            warn!(
+                %key,
+                key_group = self.state.key_group,
+                events,
+                bytes,
+                closed_sessions = closed_len(&self.state.pending, key),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow session close"
+            );
+        }
+        Ok(())
+    }
+
+    /// Emits a key's pending late updates and writes its history.
+    async fn flush(&mut self, key: &str, out: &mut Vec<Output>) -> Result<(), EngineError> {
+        let Some(pending) = self.state.pending.get(key).cloned() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.write_history(key, &pending.sessions).await?;
+        let elapsed = started.elapsed();
+        if elapsed > self.config.slow_window_log_threshold {
+            warn!(
+                %key,
+                key_group = self.state.key_group,
+                closed_sessions = pending.sessions.len(),
+                updates = pending.dirty.len(),
+                tombstones = pending.tombstones.len(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow late-update flush"
+            );
+        }
+        self.state.pending.remove(key);
+        for record in pending.records(key) {
+            if record.deleted {
+                self.state.counters.tombstones += 1;
+            } else {
+                self.state.counters.late_updates += 1;
+            }
+            out.push(self.output(record));
+        }
+        Ok(())
+    }
+
+    /// The key's closed sessions: its pending buffer if it has one, else its history value.
+    async fn closed_view(&self, key: &str) -> Result<Vec<Session>, EngineError> {
+        if let Some(pending) = self.state.pending.get(key) {
+            return Ok(pending.sessions.clone());
+        }
+        let history_key = self.history_key(key);
+        match self.history.get(&history_key).await? {
+            None => Ok(Vec::new()),
+            Some(bytes) => HistoryValue::decode(&bytes).map_err(|e| {
+                EngineError::History(HistoryError::Corrupt {
+                    key: history_key,
+                    message: e.to_string(),
+                })
+            }),
+        }
+    }
+
+    async fn write_history(&self, key: &str, sessions: &[Session]) -> Result<(), EngineError> {
+        let history_key = self.history_key(key);
+        if sessions.is_empty() {
+            self.history.delete(&history_key).await?;
+            return Ok(());
+        }
+        let value = HistoryValue::encode(sessions).map_err(|source| EngineError::Encode {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.history
+            .put(&history_key, &value, self.config.history_ttl)
+            .await?;
+        Ok(())
+    }
+
+    fn history_key(&self, key: &str) -> String {
+        format!("{}{key}", self.config.history_prefix)
+    }
+
+    fn output(&self, record: SessionRecord) -> Output {
+        Output::Session {
+            sink: self.config.sink,
+            record,
+        }
+    }
+
+    /// Takes a key's open sessions out of memory, with its timer.
+    fn take_open(&mut self, key: &str) -> Vec<Session> {
+        if let Some(meta) = self.state.meta.get(key) {
+            self.state.timers.remove(&(meta.deadline, key.to_owned()));
+        }
+        self.state.open.remove(key).unwrap_or_default()
+    }
+
+    /// Puts a key's open sessions back, with a timer and metadata; none removes the key.
+    fn put_open(&mut self, key: &str, sessions: Vec<Session>) {
+        let gap = self.config.gap_ms;
+        let Some(deadline) = sessions.iter().map(|s| s.end().saturating_add(gap)).min() else {
+            self.state.meta.remove(key);
+            return;
+        };
+        let meta = self.state.meta.entry(key.to_owned()).or_default();
+        meta.deadline = deadline;
+        meta.open_bytes = sessions.iter().map(Session::bytes).sum();
+        self.state.timers.insert((deadline, key.to_owned()));
+        self.state.open.insert(key.to_owned(), sessions);
+    }
+}
+
+fn closed_len(pending: &std::collections::BTreeMap<String, PendingKey>, key: &str) -> usize {
+    pending.get(key).map_or(0, |p| p.sessions.len())
+}
+
+/// Removes and returns the sessions within `gap` of `session`.
+fn drain_touching(sessions: &mut Vec<Session>, session: &Session, gap: i64) -> Vec<Session> {
+    let (touching, rest): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+        .into_iter()
+        .partition(|s| s.touches_session(session, gap));
+    *sessions = rest;
+    touching
+}
+
+/// Drops closed sessions no event can reach any more: `end + gap < watermark − allowedLateness`.
+fn prune(sessions: &mut Vec<Session>, watermark: Option<i64>, gap: i64, lateness: i64) {
+    if let Some(wm) = watermark {
+        sessions.retain(|s| s.end().saturating_add(gap).saturating_add(lateness) >= wm);
+    }
+}
+
+fn quarantine(reason: String, key: Option<String>, raw: &[u8]) -> Output {
+    Output::Quarantine(Quarantine {
+        reason,
+        key,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    })
+}

@@ -1,0 +1,438 @@
+//! The production history backend: an external Aerospike cluster reached with the `aerospike`
+//! crate (seed 000). Each session is one record of the job's set with a single blob bin holding
+//! the [`Codec`]-encoded (zstd-compressed on the client) value; every write carries the TTL as
+//! `Expiration::Seconds`, so Aerospike itself forgets closed sessions.
+//!
+//! Failures are classified here and retried by [`with_retries`]: timeouts, lost connections and
+//! overloaded nodes are transient; stop-writes (`ServerMemError`, result code 8) is retried too and
+//! reported as [`HistoryError::WritesRefused`] when the attempts are used up; a record larger than
+//! the namespace accepts is [`HistoryError::TooBig`] at once. The client's own retries are turned
+//! off (`max_retries = 0`) so every attempt is ours, visible in the retry metric and bounded by
+//! `spec.history.aerospike.retry`.
+//!
+//! Credentials come from the environment the operator fills from the credentials Secret
+//! ([`ENV_AEROSPIKE_USERNAME`], [`ENV_AEROSPIKE_PASSWORD`]). TLS (`spec.history.aerospike.tls`) is
+//! not supported yet: opening fails with a clear error rather than silently connecting in
+//! plaintext. This module must never write a record without a TTL, log a password or retry
+//! without bound.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aerospike::{
+    Bin, Client, ClientPolicy, Error as ClientError, ErrorKind, Expiration, Key, ReadPolicy,
+    ResultCode, Value, WritePolicy,
+};
+use sessionizer_crds::session_job::{AerospikeSpec, CompressionSpec};
+
+use super::codec::Codec;
+use super::metrics::{Op, StoreMetrics};
+use super::retry::{AttemptError, RetryPolicy, with_retries};
+use super::{HistoryError, HistoryStore};
+
+/// Environment variable with the Aerospike user name (from the credentials Secret; the operator's
+/// `names::credentials::ENV_AEROSPIKE_USERNAME`).
+pub const ENV_AEROSPIKE_USERNAME: &str = "SESSIONIZER_AEROSPIKE_USERNAME";
+/// Environment variable with the Aerospike password (`names::credentials::ENV_AEROSPIKE_PASSWORD`).
+pub const ENV_AEROSPIKE_PASSWORD: &str = "SESSIONIZER_AEROSPIKE_PASSWORD";
+/// The one bin of every history record.
+pub const BIN: &str = "h";
+
+/// User name and password for Aerospike's internal authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The credentials in [`ENV_AEROSPIKE_USERNAME`] and [`ENV_AEROSPIKE_PASSWORD`], if the
+    /// user name is set.
+    pub fn from_env() -> Option<Self> {
+        let user = std::env::var(ENV_AEROSPIKE_USERNAME).ok()?;
+        let password = std::env::var(ENV_AEROSPIKE_PASSWORD).unwrap_or_default();
+        Some(Self { user, password })
+    }
+}
+
+/// Everything needed to reach the job's records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AerospikeSettings {
+    /// Seed nodes as `host:port`.
+    pub hosts: Vec<String>,
+    /// The namespace.
+    pub namespace: String,
+    /// The set.
+    pub set: String,
+    /// Total timeout of one attempt (also the connect and info timeout).
+    pub timeout: Duration,
+    /// Retries of each operation.
+    pub retry: RetryPolicy,
+    /// How values are encoded.
+    pub codec: Codec,
+    /// Authentication; `None` connects without.
+    pub credentials: Option<Credentials>,
+}
+
+impl AerospikeSettings {
+    /// The settings of `spec.history.aerospike` with `compression`, credentials as given (see
+    /// [`Credentials::from_env`]). TLS is refused: not supported yet.
+    pub fn from_spec(
+        spec: &AerospikeSpec,
+        compression: &CompressionSpec,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, HistoryError> {
+        if spec.tls.is_some() {
+            return Err(HistoryError::Open(String::from(
+                "history.aerospike.tls is not supported by this worker yet",
+            )));
+        }
+        if spec.credentials_secret_ref.is_some() && credentials.is_none() {
+            return Err(HistoryError::Open(format!(
+                "history.aerospike.credentialsSecretRef is set but {ENV_AEROSPIKE_USERNAME} is not"
+            )));
+        }
+        let timeout = spec
+            .timeout
+            .to_duration()
+            .map_err(|error| HistoryError::Open(format!("history.aerospike.timeout: {error}")))?;
+        Ok(Self {
+            hosts: spec.hosts.iter().map(|h| h.as_str().to_owned()).collect(),
+            namespace: spec.namespace.clone(),
+            set: spec.set.clone(),
+            timeout,
+            retry: RetryPolicy::from_spec(&spec.retry)?,
+            codec: Codec::from_spec(compression),
+            credentials,
+        })
+    }
+}
+
+/// A history store in an Aerospike set. Cheap to clone; clones share the client.
+#[derive(Clone)]
+pub struct AerospikeStore {
+    client: Arc<Client>,
+    settings: Arc<AerospikeSettings>,
+    read_policy: Arc<ReadPolicy>,
+    metrics: StoreMetrics,
+}
+
+impl fmt::Debug for AerospikeStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AerospikeStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// The TTL as Aerospike takes it: whole seconds, rounded up, at least one (zero would mean the
+/// namespace default, which may be "never").
+fn ttl_seconds(ttl: Duration) -> u32 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+impl AerospikeStore {
+    /// Connects to the cluster; fails with [`HistoryError::Open`] if no seed answers.
+    pub async fn connect(
+        settings: AerospikeSettings,
+        metrics: StoreMetrics,
+    ) -> Result<Self, HistoryError> {
+        let mut policy = ClientPolicy {
+            timeout: millis(settings.timeout),
+            ..ClientPolicy::default()
+        };
+        if let Some(credentials) = &settings.credentials {
+            policy.auth_mode = aerospike::AuthMode::Internal(
+                credentials.user.clone(),
+                credentials.password.clone(),
+            );
+        }
+        let hosts = settings.hosts.join(",");
+        tracing::info!(hosts = %hosts, namespace = %settings.namespace, set = %settings.set, "connecting to Aerospike");
+        let client = Client::new(&policy, &hosts).await.map_err(|error| {
+            HistoryError::Open(format!("connecting to Aerospike {hosts}: {error}"))
+        })?;
+        let mut read_policy = ReadPolicy::default();
+        read_policy.base_policy.total_timeout = millis(settings.timeout);
+        read_policy.base_policy.socket_timeout = millis(settings.timeout);
+        read_policy.base_policy.max_retries = 0;
+        Ok(Self {
+            client: Arc::new(client),
+            settings: Arc::new(settings),
+            read_policy: Arc::new(read_policy),
+            metrics,
+        })
+    }
+
+    /// The store's metrics handle.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
+    /// Closes the client's connections.
+    pub async fn close(&self) {
+        if let Err(error) = self.client.close().await {
+            tracing::warn!(%error, "closing the Aerospike client");
+        }
+    }
+
+    fn write_policy(&self, expiration: Expiration) -> WritePolicy {
+        let mut policy = WritePolicy {
+            expiration,
+            ..WritePolicy::default()
+        };
+        policy.base_policy.total_timeout = millis(self.settings.timeout);
+        policy.base_policy.socket_timeout = millis(self.settings.timeout);
+        policy.base_policy.max_retries = 0;
+        policy
+    }
+
+    fn key(&self, key: &str) -> Result<Key, HistoryError> {
+        Key::new(
+            self.settings.namespace.clone(),
+            self.settings.set.clone(),
+            Value::from(key),
+        )
+        .map_err(|error| HistoryError::Open(format!("building the Aerospike key {key}: {error}")))
+    }
+
+    async fn timed<T>(
+        &self,
+        op: Op,
+        run: impl Future<Output = Result<T, HistoryError>>,
+    ) -> Result<T, HistoryError> {
+        let started = Instant::now();
+        let result = run.await;
+        self.metrics.observe_latency(op, started.elapsed());
+        if let Err(error) = &result {
+            self.metrics.failed(op, error);
+        }
+        result
+    }
+}
+
+/// Sorts a client error into retry classes; `stored` is the record size for `TooBig`.
+fn classify(error: ClientError, key: &str, stored: usize) -> AttemptError {
+    match error.kind() {
+        ErrorKind::Server { rc, .. } => match rc {
+            ResultCode::RecordTooBig => AttemptError::Permanent(HistoryError::TooBig {
+                key: key.to_owned(),
+                bytes: stored,
+            }),
+            ResultCode::ServerMemError => AttemptError::Refused(error.to_string()),
+            ResultCode::Timeout
+            | ResultCode::DeviceOverload
+            | ResultCode::KeyBusy
+            | ResultCode::PartitionUnavailable
+            | ResultCode::ServerError => AttemptError::Transient(error.to_string()),
+            _ => AttemptError::Permanent(HistoryError::Unavailable {
+                attempts: 1,
+                message: error.to_string(),
+            }),
+        },
+        ErrorKind::Timeout
+        | ErrorKind::Connection
+        | ErrorKind::ConnectionPoolEmpty
+        | ErrorKind::NoMoreConnections
+        | ErrorKind::MaxErrorRate
+        | ErrorKind::InvalidNode => AttemptError::Transient(error.to_string()),
+        _ => AttemptError::Permanent(HistoryError::Unavailable {
+            attempts: 1,
+            message: error.to_string(),
+        }),
+    }
+}
+
+impl HistoryStore for AerospikeStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HistoryError> {
+        self.timed(Op::get, async {
+            let as_key = self.key(key)?;
+            let record = with_retries(self.settings.retry, &self.metrics, Op::get, key, || async {
+                match self.client.get(&self.read_policy, &as_key, [BIN]).await {
+                    Ok(record) => Ok(Some(record)),
+                    Err(error)
+                        if error.server_result_code() == Some(ResultCode::KeyNotFoundError) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(error) => Err(classify(error, key, 0)),
+                }
+            })
+            .await?;
+            let Some(mut record) = record else {
+                self.metrics.read(false);
+                return Ok(None);
+            };
+            let value = match record.bins.swap_remove(BIN) {
+                Some(Value::Blob(stored)) => self.settings.codec.decode(key, &stored)?,
+                Some(_) => {
+                    return Err(HistoryError::Corrupt {
+                        key: key.to_owned(),
+                        message: format!("bin {BIN} does not hold a blob"),
+                    });
+                }
+                None => {
+                    return Err(HistoryError::Corrupt {
+                        key: key.to_owned(),
+                        message: format!("the record has no bin {BIN}"),
+                    });
+                }
+            };
+            self.metrics.read(true);
+            Ok(Some(value))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
+        self.timed(Op::put, async {
+            let as_key = self.key(key)?;
+            let stored = self.settings.codec.encode(key, value)?;
+            let size = stored.len();
+            let bins = [Bin::new(BIN, Value::Blob(stored))];
+            let policy = self.write_policy(Expiration::Seconds(ttl_seconds(ttl)));
+            with_retries(self.settings.retry, &self.metrics, Op::put, key, || async {
+                self.client
+                    .put(&policy, &as_key, &bins)
+                    .await
+                    .map_err(|error| classify(error, key, size))
+            })
+            .await?;
+            self.metrics.written(size);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), HistoryError> {
+        self.timed(Op::delete, async {
+            let as_key = self.key(key)?;
+            let policy = self.write_policy(Expiration::NamespaceDefault);
+            with_retries(
+                self.settings.retry,
+                &self.metrics,
+                Op::delete,
+                key,
+                || async {
+                    match self.client.delete(&policy, &as_key).await {
+                        Ok(_) => Ok(()),
+                        Err(error)
+                            if error.server_result_code() == Some(ResultCode::KeyNotFoundError) =>
+                        {
+                            Ok(())
+                        }
+                        Err(error) => Err(classify(error, key, 0)),
+                    }
+                },
+            )
+            .await?;
+            self.metrics.deleted();
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_whole_seconds_rounded_up_and_never_zero() {
+        assert_eq!(ttl_seconds(Duration::ZERO), 1);
+        assert_eq!(ttl_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_seconds(Duration::from_secs(7 * 24 * 3600)), 604_800);
+        assert_eq!(ttl_seconds(Duration::from_secs(u64::MAX / 2)), u32::MAX);
+    }
+
+    #[test]
+    fn settings_come_from_the_spec_and_refuse_tls() {
+        let spec: AerospikeSpec = serde_json::from_value(serde_json::json!({
+            "hosts": ["127.0.0.1:3000", "127.0.0.2:3000"],
+            "namespace": "test",
+            "set": "sessions",
+            "timeout": "250ms",
+            "retry": {"attempts": 5, "backoff": "20ms"},
+        }))
+        .unwrap();
+        let settings =
+            AerospikeSettings::from_spec(&spec, &CompressionSpec::default(), None).unwrap();
+        assert_eq!(settings.hosts, ["127.0.0.1:3000", "127.0.0.2:3000"]);
+        assert_eq!(settings.timeout, Duration::from_millis(250));
+        assert_eq!(settings.retry.attempts, 5);
+        assert_eq!(settings.retry.backoff, Duration::from_millis(20));
+        assert_eq!(settings.codec, Codec::zstd(3));
+
+        let mut tls = spec.clone();
+        tls.tls = Some(serde_json::from_value(serde_json::json!({"name": "aerospike"})).unwrap());
+        let error =
+            AerospikeSettings::from_spec(&tls, &CompressionSpec::default(), None).unwrap_err();
+        assert!(
+            error.to_string().contains("tls is not supported"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_credentials_secret_without_its_environment_is_an_open_error() {
+        let spec: AerospikeSpec = serde_json::from_value(serde_json::json!({
+            "hosts": ["127.0.0.1:3000"],
+            "namespace": "test",
+            "set": "sessions",
+            "credentialsSecretRef": {"name": "aerospike-user"},
+        }))
+        .unwrap();
+        let error =
+            AerospikeSettings::from_spec(&spec, &CompressionSpec::default(), None).unwrap_err();
+        assert!(
+            error.to_string().contains(ENV_AEROSPIKE_USERNAME),
+            "{error}"
+        );
+        let credentials = Credentials {
+            user: "sessionizer".into(),
+            password: "s3cret".into(),
+        };
+        let settings =
+            AerospikeSettings::from_spec(&spec, &CompressionSpec::default(), Some(credentials))
+                .unwrap();
+        assert_eq!(settings.credentials.unwrap().user, "sessionizer");
+        assert_eq!(
+            settings.timeout,
+            Duration::from_secs(1),
+            "the default timeout"
+        );
+        assert_eq!(settings.retry.attempts, 3, "the default attempts");
+    }
+
+    #[test]
+    fn credentials_never_show_their_password() {
+        let credentials = Credentials {
+            user: "sessionizer".into(),
+            password: "s3cret".into(),
+        };
+        let text = format!("{credentials:?}");
+        assert!(
+            text.contains("sessionizer") && !text.contains("s3cret"),
+            "{text}"
+        );
+    }
+}

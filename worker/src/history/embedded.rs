@@ -1,0 +1,649 @@
+//! The embedded history backend: a persistent key-value store on the pod's local disk, for
+//! single-machine use and as the "state inside the job" baseline of DESIGN §4 — its directory is
+//! what checkpoints copy, through [`EmbeddedStore::export`] and [`EmbeddedStore::import`].
+//!
+//! The store is [`redb`]: pure Rust (no C++ toolchain, unlike RocksDB), one file, ACID
+//! transactions with copy-on-write B-trees that survive a crash mid-write, a stable file format
+//! since 2.0, and actively maintained. `fjall` (an LSM tree) was the alternative; it shines on
+//! write-heavy data far larger than memory, but brings background compaction threads and several
+//! files per keyspace, which makes "copy the directory into a checkpoint" harder to reason about.
+//!
+//! The runtime opens it at `<data dir>/history` (one file, `history.redb`, inside). Each record is
+//! kept with its expiry time (Unix milliseconds); expired records read as absent, and are purged
+//! through a `(expires_at, key)` index a bounded number at a time: on every write, and by
+//! [`EmbeddedStore::purge_expired`] / [`EmbeddedStore::spawn_purger`]. Every commit is durable
+//! (fsync) before a call returns.
+//!
+//! This module must never keep a record without an expiry, block the async runtime on disk I/O
+//! (every call runs on the blocking pool), or purge without a bound per call.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::codec::Codec;
+use super::metrics::{Op, StoreMetrics};
+use super::{HistoryError, HistoryStore};
+
+/// File name of the database inside the store's directory.
+pub const FILE_NAME: &str = "history.redb";
+/// Expired records removed by each write, at most.
+pub const PURGE_PER_WRITE: usize = 16;
+/// Expired records removed by one [`EmbeddedStore::purge_expired`] transaction of the purger.
+pub const PURGE_BATCH: usize = 1024;
+
+/// key → expiry (8 bytes, big-endian Unix milliseconds) followed by the encoded value.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// (expiry, key) → (): which records expire first.
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// Where the store reads the time from; tests inject a [`ManualClock`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now, in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that only moves when told to (tests of expiry without waiting).
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock showing `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(now_ms)))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One record as exported for a checkpoint: the stored (encoded, compressed) bytes and when they
+/// expire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRecord {
+    /// The key.
+    pub key: String,
+    /// The value as stored: codec header and compressed bytes.
+    pub stored: Vec<u8>,
+    /// Expiry in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+struct Inner {
+    db: Database,
+    dir: PathBuf,
+    codec: Codec,
+    clock: Arc<dyn Clock>,
+    metrics: StoreMetrics,
+}
+
+/// A history store in a local directory. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.inner.dir)
+            .field("codec", &self.inner.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(context: &'static str) -> impl Fn(redb::Error) -> HistoryError {
+    move |error| HistoryError::Unavailable {
+        attempts: 1,
+        message: format!("embedded history store: {context}: {error}"),
+    }
+}
+
+/// Splits a stored row into its expiry and encoded value.
+fn split_row(row: &[u8]) -> Option<(u64, &[u8])> {
+    let (expiry, stored) = row.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*expiry), stored))
+}
+
+fn join_row(expires_at_ms: u64, stored: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(8 + stored.len());
+    row.extend_from_slice(&expires_at_ms.to_be_bytes());
+    row.extend_from_slice(stored);
+    row
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir` with the system clock.
+    pub fn open(dir: &Path, codec: Codec, metrics: StoreMetrics) -> Result<Self, HistoryError> {
+        Self::open_with_clock(dir, codec, metrics, Arc::new(SystemClock))
+    }
+
+    /// Opens (or creates) the store in `dir`, reading the time from `clock`.
+    pub fn open_with_clock(
+        dir: &Path,
+        codec: Codec,
+        metrics: StoreMetrics,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, HistoryError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| HistoryError::Open(format!("creating {}: {error}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path)
+            .map_err(|error| HistoryError::Open(format!("opening {}: {error}", path.display())))?;
+        let create = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(EXPIRY)?;
+            txn.commit()?;
+            Ok(())
+        };
+        create().map_err(|error| {
+            HistoryError::Open(format!("preparing {}: {error}", path.display()))
+        })?;
+        tracing::info!(path = %path.display(), "opened the embedded history store");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_owned(),
+                codec,
+                clock,
+                metrics,
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The store's metrics handle.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Removes at most `max` expired records; returns how many. Blocking: call it from the
+    /// blocking pool (as [`Self::spawn_purger`] does).
+    pub fn purge_expired(&self, max: usize) -> Result<usize, HistoryError> {
+        let inner = &self.inner;
+        let run = || -> Result<usize, redb::Error> {
+            let txn = inner.db.begin_write()?;
+            let purged = {
+                let mut records = txn.open_table(RECORDS)?;
+                let mut expiry = txn.open_table(EXPIRY)?;
+                purge(&mut records, &mut expiry, inner.clock.now_ms(), max)?
+            };
+            txn.commit()?;
+            Ok(purged)
+        };
+        let purged = run().map_err(storage("purging"))?;
+        inner.metrics.purged(purged as u64);
+        Ok(purged)
+    }
+
+    /// Purges expired records every `every` until the returned task is aborted.
+    pub fn spawn_purger(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let store = store.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || store.purge_expired(PURGE_BATCH)).await;
+                match result {
+                    Ok(Ok(purged)) if purged > 0 => {
+                        tracing::debug!(purged, "purged expired history records");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "purging expired history records"),
+                    Err(error) => tracing::warn!(%error, "the history purger task failed"),
+                }
+            }
+        })
+    }
+
+    /// Hands every live record to `visit`, in key order, from one consistent snapshot; returns
+    /// how many. Blocking: call it from the blocking pool or the checkpoint thread.
+    pub fn export(
+        &self,
+        mut visit: impl FnMut(HistoryRecord) -> Result<(), HistoryError>,
+    ) -> Result<u64, HistoryError> {
+        let now = self.inner.clock.now_ms();
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| storage("exporting")(e.into()))?;
+        let records = txn
+            .open_table(RECORDS)
+            .map_err(|e| storage("exporting")(e.into()))?;
+        let mut count = 0;
+        for entry in records.iter().map_err(|e| storage("exporting")(e.into()))? {
+            let (key, row) = entry.map_err(|e| storage("exporting")(e.into()))?;
+            let key = key.value();
+            let Some((expires_at_ms, stored)) = split_row(row.value()) else {
+                return Err(HistoryError::Corrupt {
+                    key: key.to_owned(),
+                    message: String::from("stored row shorter than its expiry"),
+                });
+            };
+            if expires_at_ms <= now {
+                continue;
+            }
+            visit(HistoryRecord {
+                key: key.to_owned(),
+                stored: stored.to_vec(),
+                expires_at_ms,
+            })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Writes `records` (from [`Self::export`]) in one transaction, replacing records with the
+    /// same keys and skipping those already expired; returns how many were written. The stored
+    /// bytes are kept as they are and checked when read. Blocking, like [`Self::export`].
+    pub fn import(
+        &self,
+        records: impl IntoIterator<Item = HistoryRecord>,
+    ) -> Result<u64, HistoryError> {
+        let now = self.inner.clock.now_ms();
+        let run = || -> Result<u64, redb::Error> {
+            let txn = self.inner.db.begin_write()?;
+            let mut count = 0;
+            {
+                let mut table = txn.open_table(RECORDS)?;
+                let mut expiry = txn.open_table(EXPIRY)?;
+                for record in records {
+                    if record.expires_at_ms <= now {
+                        continue;
+                    }
+                    upsert(
+                        &mut table,
+                        &mut expiry,
+                        &record.key,
+                        record.expires_at_ms,
+                        &record.stored,
+                    )?;
+                    count += 1;
+                }
+            }
+            txn.commit()?;
+            Ok(count)
+        };
+        run().map_err(storage("importing"))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: Op,
+        work: impl FnOnce(&Inner) -> Result<T, HistoryError> + Send + 'static,
+    ) -> Result<T, HistoryError> {
+        let inner = Arc::clone(&self.inner);
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .unwrap_or_else(|error| {
+                Err(HistoryError::Unavailable {
+                    attempts: 1,
+                    message: format!("embedded history task failed: {error}"),
+                })
+            });
+        let metrics = &self.inner.metrics;
+        metrics.observe_latency(op, started.elapsed());
+        if let Err(error) = &result {
+            tracing::error!(?op, %error, "embedded history operation failed");
+            metrics.failed(op, error);
+        }
+        result
+    }
+}
+
+/// Replaces `key`'s row and keeps the expiry index in step.
+fn upsert(
+    records: &mut redb::Table<&str, &[u8]>,
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+    expires_at_ms: u64,
+    stored: &[u8],
+) -> Result<(), redb::Error> {
+    let old = records
+        .insert(key, join_row(expires_at_ms, stored).as_slice())?
+        .and_then(|row| split_row(row.value()).map(|(at, _)| at));
+    if let Some(old_expiry) = old {
+        expiry.remove((old_expiry, key))?;
+    }
+    expiry.insert((expires_at_ms, key), ())?;
+    Ok(())
+}
+
+/// Removes `key`'s row and its index entry; `false` if there was none.
+fn remove(
+    records: &mut redb::Table<&str, &[u8]>,
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+) -> Result<bool, redb::Error> {
+    let old = records
+        .remove(key)?
+        .map(|row| split_row(row.value()).map(|(at, _)| at));
+    match old {
+        Some(Some(old_expiry)) => {
+            expiry.remove((old_expiry, key))?;
+            Ok(true)
+        }
+        Some(None) => Ok(true),
+        None => Ok(false),
+    }
+}
+
+/// Removes at most `max` records that expired at or before `now`.
+fn purge(
+    records: &mut redb::Table<&str, &[u8]>,
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    now: u64,
+    max: usize,
+) -> Result<usize, redb::Error> {
+    let mut due = Vec::new();
+    for entry in expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))? {
+        if due.len() >= max {
+            break;
+        }
+        let (key, _) = entry?;
+        let (at, name) = key.value();
+        due.push((at, name.to_owned()));
+    }
+    for (at, name) in &due {
+        expiry.remove((*at, name.as_str()))?;
+        let still_due = records
+            .get(name.as_str())?
+            .and_then(|row| split_row(row.value()).map(|(current, _)| current == *at))
+            .unwrap_or(false);
+        if still_due {
+            records.remove(name.as_str())?;
+        }
+    }
+    Ok(due.len())
+}
+
+fn expiry_of(now_ms: u64, ttl: Duration) -> u64 {
+    // A zero TTL still expires: one millisecond from now.
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    now_ms.saturating_add(ttl_ms)
+}
+
+impl HistoryStore for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HistoryError> {
+        let key = key.to_owned();
+        self.blocking(Op::get, move |inner| {
+            let now = inner.clock.now_ms();
+            let read = || -> Result<Option<(u64, Vec<u8>)>, redb::Error> {
+                let txn = inner.db.begin_read()?;
+                let table = txn.open_table(RECORDS)?;
+                let row = table.get(key.as_str())?;
+                Ok(row.map(|row| {
+                    let row = row.value();
+                    match split_row(row) {
+                        Some((at, stored)) => (at, stored.to_vec()),
+                        // Shorter than an expiry: surfaces as corrupt below.
+                        None => (u64::MAX, row.to_vec()),
+                    }
+                }))
+            };
+            match read().map_err(storage("reading"))? {
+                Some((at, stored)) if at > now => {
+                    let value = inner.codec.decode(&key, &stored)?;
+                    inner.metrics.read(true);
+                    Ok(Some(value))
+                }
+                _ => {
+                    inner.metrics.read(false);
+                    Ok(None)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
+        let stored = self.inner.codec.encode(key, value)?;
+        let key = key.to_owned();
+        self.blocking(Op::put, move |inner| {
+            let now = inner.clock.now_ms();
+            let write = || -> Result<usize, redb::Error> {
+                let txn = inner.db.begin_write()?;
+                let purged = {
+                    let mut records = txn.open_table(RECORDS)?;
+                    let mut expiry = txn.open_table(EXPIRY)?;
+                    upsert(
+                        &mut records,
+                        &mut expiry,
+                        &key,
+                        expiry_of(now, ttl),
+                        &stored,
+                    )?;
+                    purge(&mut records, &mut expiry, now, PURGE_PER_WRITE)?
+                };
+                txn.commit()?;
+                Ok(purged)
+            };
+            let purged = write().map_err(storage("writing"))?;
+            inner.metrics.written(stored.len());
+            inner.metrics.purged(purged as u64);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), HistoryError> {
+        let key = key.to_owned();
+        self.blocking(Op::delete, move |inner| {
+            let now = inner.clock.now_ms();
+            let write = || -> Result<usize, redb::Error> {
+                let txn = inner.db.begin_write()?;
+                let purged = {
+                    let mut records = txn.open_table(RECORDS)?;
+                    let mut expiry = txn.open_table(EXPIRY)?;
+                    remove(&mut records, &mut expiry, &key)?;
+                    purge(&mut records, &mut expiry, now, PURGE_PER_WRITE)?
+                };
+                txn.commit()?;
+                Ok(purged)
+            };
+            let purged = write().map_err(storage("deleting"))?;
+            inner.metrics.deleted();
+            inner.metrics.purged(purged as u64);
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::history::metrics::{BackendLabel, HistoryMetrics};
+
+    const START: u64 = 1_800_000_000_000;
+
+    fn open(dir: &Path, clock: &ManualClock) -> EmbeddedStore {
+        EmbeddedStore::open_with_clock(
+            dir,
+            Codec::zstd(3),
+            HistoryMetrics::unregistered().for_backend(BackendLabel::embedded),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    }
+
+    fn count_rows(store: &EmbeddedStore) -> (u64, u64) {
+        let txn = store.inner.db.begin_read().unwrap();
+        let records = txn.open_table(RECORDS).unwrap().len().unwrap();
+        let expiry = txn.open_table(EXPIRY).unwrap().len().unwrap();
+        (records, expiry)
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        {
+            let store = open(dir.path(), &clock);
+            store.put("k", b"v", Duration::from_secs(60)).await.unwrap();
+        }
+        let store = open(dir.path(), &clock);
+        assert_eq!(store.get("k").await.unwrap(), Some(b"v".to_vec()));
+        assert!(dir.path().join(FILE_NAME).exists());
+    }
+
+    #[tokio::test]
+    async fn writes_purge_expired_records_a_bounded_number_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let store = open(dir.path(), &clock);
+        for n in 0..40 {
+            store
+                .put(&format!("old-{n}"), b"x", Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        store
+            .put("overwritten", b"x", Duration::from_secs(1))
+            .await
+            .unwrap();
+        store
+            .put("overwritten", b"y", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(count_rows(&store), (41, 41), "the index follows overwrites");
+
+        clock.advance(Duration::from_secs(2));
+        store
+            .put("new", b"x", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(count_rows(&store).0, 42 - PURGE_PER_WRITE as u64);
+        assert_eq!(store.purge_expired(10).unwrap(), 10);
+        assert_eq!(
+            store.purge_expired(PURGE_BATCH).unwrap(),
+            40 - PURGE_PER_WRITE - 10
+        );
+        assert_eq!(count_rows(&store), (2, 2));
+        assert_eq!(store.get("overwritten").await.unwrap(), Some(b"y".to_vec()));
+
+        store.delete("new").await.unwrap();
+        assert_eq!(count_rows(&store), (1, 1), "deletes drop the index entry");
+    }
+
+    #[tokio::test]
+    async fn the_purger_task_empties_expired_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let store = open(dir.path(), &clock);
+        store.put("a", b"x", Duration::from_secs(1)).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        let purger = store.spawn_purger(Duration::from_millis(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_rows(&store).0 > 0 {
+            assert!(Instant::now() < deadline, "the purger did not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        purger.abort();
+    }
+
+    #[tokio::test]
+    async fn export_and_import_carry_live_records_to_another_directory() {
+        let clock = ManualClock::new(START);
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = open(source_dir.path(), &clock);
+        let big = b"session;".repeat(4096);
+        source
+            .put("a", &big, Duration::from_secs(60))
+            .await
+            .unwrap();
+        source
+            .put("b", &[0, 255, 7], Duration::from_secs(120))
+            .await
+            .unwrap();
+        source
+            .put("gone", b"x", Duration::from_secs(1))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+
+        let mut exported = Vec::new();
+        let count = source
+            .export(|record| {
+                exported.push(record);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            exported.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(exported[0].expires_at_ms, START + 60_000);
+        assert!(
+            exported[0].stored.len() < big.len() / 10,
+            "exported compressed"
+        );
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = open(target_dir.path(), &clock);
+        assert_eq!(target.import(exported.clone()).unwrap(), 2);
+        assert_eq!(target.get("a").await.unwrap(), Some(big));
+        assert_eq!(target.get("b").await.unwrap(), Some(vec![0, 255, 7]));
+        assert_eq!(target.get("gone").await.unwrap(), None);
+
+        // Expiry times travel with the records.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(target.get("a").await.unwrap(), None);
+        assert_eq!(target.get("b").await.unwrap(), Some(vec![0, 255, 7]));
+        // Importing something already expired writes nothing.
+        assert_eq!(target.import(exported).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_directory_is_opened_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let _first = open(dir.path(), &clock);
+        let error = EmbeddedStore::open(
+            dir.path(),
+            Codec::zstd(3),
+            HistoryMetrics::unregistered().for_backend(BackendLabel::embedded),
+        )
+        .unwrap_err();
+        assert!(matches!(error, HistoryError::Open(_)), "{error:?}");
+    }
+}

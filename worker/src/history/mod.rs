@@ -1,0 +1,87 @@
+//! The history store: where closed sessions live for the history TTL, so late and async events
+//! can still reach them after they have left memory (seed 000: keep big cold state outside the
+//! job). One trait, two backends — Aerospike (production) and an embedded store (single machine,
+//! and the "state inside the job" baseline) — chosen by `spec.history.backend`.
+//!
+//! The store deals in opaque bytes: what a session looks like is the session engine's business,
+//! how bytes are kept (compression, TTL, retries) is the backend's. It must never hold a session
+//! without a TTL (gotcha 2: TTL on every keyed state).
+//!
+//! Layout: [`codec`] (header + zstd), [`retry`] (bounded constant-backoff retries), [`metrics`]
+//! (the seed-000 list, by backend), [`aerospike`] and [`embedded`] (the backends), [`open`]
+//! ([`History`], the configured backend behind one type). The contract every backend passes is
+//! `worker/tests/history_contract.rs`.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub mod aerospike;
+pub mod codec;
+pub mod embedded;
+pub mod metrics;
+pub mod open;
+pub mod retry;
+
+pub use self::aerospike::{AerospikeSettings, AerospikeStore, Credentials};
+pub use self::codec::Codec;
+pub use self::embedded::{EmbeddedStore, HistoryRecord};
+pub use self::metrics::HistoryMetrics;
+pub use self::open::History;
+pub use self::retry::RetryPolicy;
+
+/// Why a history-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The store could not be reached or answered with an error, after every retry; the worker
+    /// must stop (its Pod restarts and restores from the last checkpoint).
+    #[error("history store unavailable after {attempts} attempts: {message}")]
+    Unavailable {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last error.
+        message: String,
+    },
+    /// The store refuses writes (Aerospike stop-writes, disk full).
+    #[error("history store refuses writes: {0}")]
+    WritesRefused(String),
+    /// A record is larger than the store accepts.
+    #[error("history record for {key} is too big ({bytes} bytes)")]
+    TooBig {
+        /// The record's key.
+        key: String,
+        /// Its size after compression.
+        bytes: usize,
+    },
+    /// A stored value could not be decoded (corrupt or from an incompatible version).
+    #[error("history record for {key} is unreadable: {message}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Opening or configuring the store failed.
+    #[error("opening the history store: {0}")]
+    Open(String),
+}
+
+/// A key-value store with a TTL on every write.
+///
+/// Implementations are cheap to clone handles shared by all key groups of a worker; every method
+/// may be called concurrently.
+pub trait HistoryStore: Send + Sync {
+    /// The value stored under `key`, or `None` if there is none (never written, deleted or
+    /// expired).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, HistoryError>> + Send;
+
+    /// Stores `value` under `key`, replacing what was there; it expires after `ttl`.
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), HistoryError>> + Send;
+
+    /// Removes `key` (no error if absent).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), HistoryError>> + Send;
+}
