@@ -209,10 +209,14 @@ mod tests {
         assert!(status.is_some());
         // The killed grandchild lingers as a zombie until init reaps it: wait for the group to
         // vanish rather than look once.
-        crate::wait::until("the process group to be gone", Duration::from_secs(10), || async {
-            let gone = killpg(Pid::from_raw(pid as i32), None).is_err();
-            Ok::<_, crate::Error>(gone.then_some(()))
-        })
+        crate::wait::until(
+            "the process group to be gone",
+            Duration::from_secs(10),
+            || async {
+                let gone = killpg(Pid::from_raw(pid as i32), None).is_err();
+                Ok::<_, crate::Error>(gone.then_some(()))
+            },
+        )
         .await
         .unwrap();
         let _ = std::fs::remove_dir_all(dir);
