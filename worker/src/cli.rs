@@ -13,6 +13,10 @@ use crate::config::{CONFIG_FILE_NAME, CONFIG_MOUNT_DIR, ENV_CONFIG};
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 /// Environment fallback of `--log-level`.
 pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
+/// Environment fallback of `--data-dir`.
+pub const ENV_DATA_DIR: &str = "SESSIONIZER_DATA_DIR";
+/// Default of `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/sessionizer";
 
 /// The worker's flags.
 #[derive(Clone, Debug, PartialEq, Eq, Parser)]
@@ -25,6 +29,9 @@ pub struct Args {
     /// The worker configuration file the operator writes into the job's ConfigMap.
     #[arg(long, env = ENV_CONFIG, default_value_os_t = default_config_path())]
     pub config: PathBuf,
+    /// The Pod's data directory; the embedded history store lives under it.
+    #[arg(long, env = ENV_DATA_DIR, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// Address of the HTTP server (`/healthz`, `/readyz`, `/metrics`, `/status`).
     /// Default: `$POD_IP:8080`, or `0.0.0.0:8080` when `POD_IP` is unset.
     #[arg(long)]
@@ -64,6 +71,9 @@ mod tests {
             assert_eq!(args.config, PathBuf::from("/etc/sessionizer/worker.yaml"));
         }
         assert_eq!(args.http_addr, None);
+        if std::env::var_os(ENV_DATA_DIR).is_none() {
+            assert_eq!(args.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        }
     }
 
     #[test]
@@ -71,12 +81,14 @@ mod tests {
         let args = Args::try_parse_from([
             "sessionizer-worker",
             "--config=/tmp/w.yaml",
+            "--data-dir=/tmp/data",
             "--http-addr=127.0.0.1:9000",
             "--log-format=text",
             "--log-level=debug",
         ])
         .unwrap();
         assert_eq!(args.config, PathBuf::from("/tmp/w.yaml"));
+        assert_eq!(args.data_dir, PathBuf::from("/tmp/data"));
         assert_eq!(args.http_addr, Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.log_level, "debug");

@@ -1,10 +1,11 @@
 //! The worker's one HTTP port: liveness (`/healthz`), readiness (`/readyz`), Prometheus metrics
 //! (`/metrics`) and a JSON summary of what the worker is doing (`/status`, read by the operator
-//! and by people). Handlers only read shared state; they never change what the worker does —
-//! control calls (stop with a final checkpoint) will get their own routes when the job exists.
+//! and by people). Handlers only read shared state (the stream loop publishes its status
+//! periodically); they never change what the worker does — control calls (stop with a final
+//! checkpoint) will get their own routes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +19,7 @@ use crate::VERSION;
 use crate::config::WorkerConfig;
 use crate::identity::Identity;
 use crate::metrics::{self, Metrics};
+use crate::stream::status::StreamStatus;
 
 /// What the HTTP handlers read: fixed facts about the worker, its readiness and its metrics.
 #[derive(Debug)]
@@ -29,6 +31,7 @@ pub struct WorkerState {
     identity: Identity,
     ready: AtomicBool,
     metrics: Metrics,
+    stream: Mutex<Option<StreamStatus>>,
 }
 
 impl WorkerState {
@@ -46,6 +49,24 @@ impl WorkerState {
             metrics: Metrics::new(&config.job, identity.ordinal),
             identity,
             ready: AtomicBool::new(false),
+            stream: Mutex::new(None),
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics, to register more families before the state is shared.
+    pub fn metrics_mut(&mut self) -> &mut Metrics {
+        &mut self.metrics
+    }
+
+    /// Replaces the streaming part of `/status` (called periodically by the stream loop).
+    pub fn publish_stream(&self, status: StreamStatus) {
+        if let Ok(mut slot) = self.stream.lock() {
+            *slot = Some(status);
         }
     }
 
@@ -78,13 +99,14 @@ impl WorkerState {
             version: VERSION,
             ready: self.is_ready(),
             uptime_seconds: self.metrics.uptime().as_secs(),
+            stream: self.stream.lock().ok().and_then(|s| s.clone()),
         }
     }
 }
 
-/// The JSON `/status` returns. Per-key-group positions, lag, watermarks and checkpoints join it
-/// once the streaming job runs; the key groups themselves follow from `ordinal` and `replicas`
-/// once the partition count is known (see [`Identity::key_groups`]).
+/// The JSON `/status` returns. Checkpoints join it with the checkpointing issue; the key groups
+/// follow from `ordinal` and `replicas` once the partition count is known (see
+/// [`Identity::key_groups`]) and are listed under `stream` once the stream runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
@@ -108,6 +130,10 @@ pub struct WorkerStatus {
     pub ready: bool,
     /// Whole seconds since the worker started.
     pub uptime_seconds: u64,
+    /// The streaming job: per-key-group positions, log-end offsets, lag, watermarks, open
+    /// sessions, and the history store's health; absent until the stream has started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamStatus>,
 }
 
 /// The routes, over `state`.
@@ -241,6 +267,16 @@ mod tests {
         assert_eq!(json["sinkTopic"], "sessions");
         assert_eq!(json["version"], VERSION);
         assert_eq!(json["ready"], false);
+        assert!(json.get("stream").is_none(), "{json}");
+        state.publish_stream(StreamStatus {
+            partitions: 4,
+            end_key_group: 2,
+            ..StreamStatus::default()
+        });
+        let (_, _, body) = get(&state, "/status").await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["stream"]["partitions"], 4);
+        assert_eq!(json["stream"]["history"]["ok"], false);
     }
 
     #[tokio::test]

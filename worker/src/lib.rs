@@ -2,9 +2,9 @@
 //! memory, keeps history in Aerospike or an embedded store, checkpoints to object storage and emits
 //! sessions. `main.rs` only parses flags and calls in here.
 //!
-//! So far the worker is its runtime only: it loads the operator's configuration, knows its place
-//! in the job, and serves its health, metrics and status endpoints until it is told to stop.
-//! [`run`] owns startup and shutdown, and is where the streaming job will be started.
+//! [`run`] owns startup and shutdown: it loads the operator's configuration, works out the
+//! worker's place in the job, opens the history store, serves health, metrics and status, and
+//! runs the streaming job ([`stream`]) until it is told to stop.
 
 /// The worker's version, as reported in logs, `/status` and `/metrics`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -16,8 +16,10 @@ pub mod event;
 pub mod history;
 pub mod http;
 pub mod identity;
+pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod oracle;
 pub mod run;
 pub mod session;
+pub mod stream;

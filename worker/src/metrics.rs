@@ -1,11 +1,12 @@
-//! The worker's Prometheus metrics, kept in one registry that `/metrics` encodes. Only process-
-//! level metrics exist so far (who the worker is, since when, whether it is ready); the streaming
-//! job will register its own next to them. Nothing here does I/O.
+//! The worker's Prometheus metrics, kept in one registry that `/metrics` encodes: process-level
+//! metrics (who the worker is, since when, whether it is ready) and the streaming job's
+//! ([`StreamMetrics`]); the history store registers its own next to them. Nothing here does I/O.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -30,6 +31,7 @@ pub struct Metrics {
     uptime: Gauge<f64, AtomicU64>,
     ready: Gauge,
     started: std::time::Instant,
+    stream: StreamMetrics,
 }
 
 impl Metrics {
@@ -77,11 +79,14 @@ impl Metrics {
             ready.clone(),
         );
 
+        let stream = StreamMetrics::register(&mut registry);
+
         Self {
             registry,
             uptime,
             ready,
             started: std::time::Instant::now(),
+            stream,
         }
     }
 
@@ -89,6 +94,11 @@ impl Metrics {
     /// [`crate::history::HistoryMetrics::register`]).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// The streaming job's metrics.
+    pub fn stream(&self) -> &StreamMetrics {
+        &self.stream
     }
 
     /// Records whether the worker is ready.
@@ -107,6 +117,130 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// What happened to an input event, as the `result` label of
+/// `sessionizer_events_total` spells it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // The variants are the label values.
+pub enum EventResult {
+    /// Joined a session (on time or late).
+    accepted,
+    /// An event id the key's sessions already hold.
+    duplicate,
+    /// Undecodable (quarantined).
+    malformed,
+    /// A pageview over `maxPageNumber` (dropped, quarantined).
+    page_dropped,
+    /// Older than `watermark − allowedLateness` (dropped).
+    too_late,
+    /// Rejected because its session reached `maxSessionBytes`.
+    capped,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    result: EventResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+/// The streaming job's metrics: what happened to the input, what was emitted, how far behind
+/// the worker is. Updated in bulk by the stream loop, never per message on the hot path.
+#[derive(Clone, Debug)]
+pub struct StreamMetrics {
+    events: Family<EventLabels, Counter>,
+    sessions_emitted: Counter,
+    late_updates: Counter,
+    quarantined: Counter,
+    produce_errors: Counter,
+    lag: Family<PartitionLabels, Gauge>,
+}
+
+impl StreamMetrics {
+    /// Registers the streaming metrics into `registry` (call once per registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            events: Family::default(),
+            sessions_emitted: Counter::default(),
+            late_updates: Counter::default(),
+            quarantined: Counter::default(),
+            produce_errors: Counter::default(),
+            lag: Family::default(),
+        };
+        registry.register(
+            "sessionizer_events",
+            "Input events, by what happened to them",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "sessionizer_sessions_emitted",
+            "Sessions closed and emitted (first version of each session)",
+            metrics.sessions_emitted.clone(),
+        );
+        registry.register(
+            "sessionizer_late_updates",
+            "Updates of closed sessions emitted after late or async events",
+            metrics.late_updates.clone(),
+        );
+        registry.register(
+            "sessionizer_quarantined",
+            "Inputs rejected by a guard (sent to the quarantine topic when one is set)",
+            metrics.quarantined.clone(),
+        );
+        registry.register(
+            "sessionizer_produce_errors",
+            "Records the Kafka producer failed to deliver or enqueue",
+            metrics.produce_errors.clone(),
+        );
+        registry.register(
+            "sessionizer_consumer_lag",
+            "Log-end offset minus the next offset to consume, by source partition",
+            metrics.lag.clone(),
+        );
+        metrics
+    }
+
+    /// Counts `n` input events with `result`.
+    pub fn events(&self, result: EventResult, n: u64) {
+        if n > 0 {
+            self.events.get_or_create(&EventLabels { result }).inc_by(n);
+        }
+    }
+
+    /// Counts `n` emitted sessions.
+    pub fn sessions_emitted(&self, n: u64) {
+        self.sessions_emitted.inc_by(n);
+    }
+
+    /// Counts `n` emitted late updates.
+    pub fn late_updates(&self, n: u64) {
+        self.late_updates.inc_by(n);
+    }
+
+    /// Counts `n` quarantined inputs.
+    pub fn quarantined(&self, n: u64) {
+        self.quarantined.inc_by(n);
+    }
+
+    /// Counts one produce error.
+    pub fn produce_error(&self) {
+        self.produce_errors.inc();
+    }
+
+    /// Sets the lag of one source partition.
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_owned(),
+                partition: partition.to_string(),
+            })
+            .set(lag);
     }
 }
 
@@ -137,5 +271,23 @@ mod tests {
         );
         assert!(text.contains("sessionizer_worker_ready 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn exposes_the_streaming_metrics() {
+        let metrics = Metrics::new("pageviews", 0);
+        metrics.stream().events(EventResult::page_dropped, 2);
+        metrics.stream().set_lag("pageviews", 3, 17);
+        metrics.stream().sessions_emitted(1);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("sessionizer_events_total{result=\"page_dropped\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionizer_consumer_lag{topic=\"pageviews\",partition=\"3\"} 17"),
+            "{text}"
+        );
+        assert!(text.contains("sessionizer_sessions_emitted_total 1"), "{text}");
     }
 }

@@ -1,20 +1,28 @@
 //! Startup and shutdown of the worker process: load the configuration, work out who this worker
-//! is, serve HTTP, become ready, and on SIGTERM or SIGINT stop serving and return. This is where
-//! the streaming job will be started and, on SIGTERM, stopped with a final checkpoint; every step
-//! that can fail returns an error naming the step, and `main` turns it into exit status 1.
+//! is, open the history store, serve HTTP, run the streaming job (ready once its partitions are
+//! assigned), and on SIGTERM or SIGINT stop consuming, flush and commit what was delivered, stop
+//! serving and return. Final checkpoints on SIGTERM come with the checkpointing work. Every step
+//! that can fail returns an error naming the step, and `main` turns it into exit status 1 (a
+//! fatal history error included, so the Pod restarts).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::VERSION;
 use crate::cli::Args;
 use crate::config::{ConfigError, WorkerConfig};
+use crate::history::{History, HistoryError};
 use crate::http::{self, WorkerState};
 use crate::identity::{Identity, IdentityError};
+use crate::stream::{self, StreamError, StreamSettings};
+
+/// How often the embedded history store removes expired records.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +47,12 @@ pub enum RunError {
     /// The signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The history store could not be opened.
+    #[error("opening the history store: {0}")]
+    History(HistoryError),
+    /// The streaming job failed (a fatal history error, Kafka, the spec).
+    #[error("streaming: {0}")]
+    Stream(#[from] StreamError),
 }
 
 /// Everything the worker knows before it starts serving.
@@ -52,6 +66,8 @@ pub struct Startup {
     pub identity: Identity,
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
+    /// The Pod's data directory (the embedded history store lives under it).
+    pub data_dir: PathBuf,
 }
 
 /// Loads the configuration named by `args` and reads the identity from the environment.
@@ -66,6 +82,7 @@ pub fn prepare(args: &Args) -> Result<Startup, RunError> {
         config,
         identity,
         http_addr,
+        data_dir: args.data_dir.clone(),
     })
 }
 
@@ -80,11 +97,102 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             addr: startup.http_addr,
             source,
         })?;
-    serve(startup, listener, shutdown).await
+    run_worker(startup, listener, shutdown).await
 }
 
-/// Serves `listener` for the worker described by `startup` until `shutdown` completes, then
-/// reports not-ready, lets requests in flight finish and returns.
+/// Runs the whole worker described by `startup`: opens the history store (and its purger), serves
+/// `listener`, and runs the stream until `shutdown` completes or the stream fails; then reports
+/// not-ready, lets HTTP requests in flight finish and returns the stream's outcome.
+pub async fn run_worker(
+    startup: Startup,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let Startup {
+        config_path,
+        config,
+        identity,
+        data_dir,
+        ..
+    } = startup;
+    let mut state = WorkerState::new(&config, identity.clone());
+    let history = History::open(&config, &data_dir, state.metrics_mut().registry_mut())
+        .await
+        .map_err(RunError::History)?;
+    let purger = match &history {
+        History::Embedded(store) => Some(store.spawn_purger(PURGE_INTERVAL)),
+        History::Aerospike(_) => None,
+    };
+    let state = Arc::new(state);
+    let addr = listener.local_addr().map_err(RunError::Serve)?;
+    tracing::info!(
+        version = VERSION,
+        job = %config.job,
+        namespace = %config.namespace,
+        pod = identity.pod_name.as_deref().unwrap_or(""),
+        ordinal = identity.ordinal,
+        replicas = identity.replicas,
+        effective_sink = config.effective_sink.as_str(),
+        config = %config_path.display(),
+        data_dir = %data_dir.display(),
+        %addr,
+        "worker started"
+    );
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, http::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+    let streaming = stream::run(
+        config,
+        identity,
+        history,
+        state.clone(),
+        StreamSettings::default(),
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+        },
+    );
+    let outcome = tokio::select! {
+        result = streaming => result.map_err(RunError::from),
+        served = &mut server => {
+            // The HTTP server ended on its own: that is an error whatever it returned.
+            let error = match served {
+                Ok(Err(error)) => error,
+                Ok(Ok(())) => std::io::Error::other("the HTTP server stopped"),
+                Err(error) => std::io::Error::other(error),
+            };
+            state.set_ready(false);
+            if let Some(purger) = purger {
+                purger.abort();
+            }
+            return Err(RunError::Serve(error));
+        }
+    };
+    state.set_ready(false);
+    if let Some(purger) = purger {
+        purger.abort();
+    }
+    let _ = stop_http.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the HTTP server failed while stopping"),
+        Err(error) => tracing::warn!(%error, "the HTTP server task failed while stopping"),
+    }
+    match &outcome {
+        Ok(()) => tracing::info!("worker stopped"),
+        Err(error) => tracing::error!(%error, "worker stopping after an error"),
+    }
+    outcome
+}
+
+/// Serves only HTTP (no history store, no stream; ready as soon as the listener is bound) for
+/// the worker described by `startup` until `shutdown` completes, then reports not-ready, lets
+/// requests in flight finish and returns.
 pub async fn serve(
     startup: Startup,
     listener: TcpListener,
@@ -217,6 +325,7 @@ mod tests {
                 replicas: 1,
             },
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            data_dir: PathBuf::from("/tmp/sessionizer-test-data"),
         };
         let listener = TcpListener::bind(startup.http_addr).await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,44 +1,20 @@
 //! The node agent against the real control plane: each test creates Pods with kubectl in its own
 //! namespace and checks what a kubelet would show — Pod status, events, the processes' view of
-//! env and volumes, restarts, graceful deletion and service-account RBAC. The environment (API
-//! server, controller manager, node agent; no Kafka or S3) is started once for this test binary.
+//! env and volumes, restarts, graceful deletion and service-account RBAC.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use sessionizer_e2e::node_agent::{claim_dir, container_log_path};
-use sessionizer_e2e::{Env, EnvConfig, Error, tools, wait};
+use sessionizer_e2e::{Error, tools, wait};
+
+use crate::support::env;
 
 /// Pods start in well under a second here; the rest is a slow, shared 2-core machine.
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TESTAPP: &str = "sessionizer/e2e-testapp:dev";
-
-fn env() -> &'static Env {
-    static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
-    let env = ENV.get_or_init(|| {
-        // Its own thread and runtime: each test's runtime ends with the test.
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            let config = EnvConfig {
-                kafka: false,
-                s3: false,
-                ..EnvConfig::default()
-            };
-            runtime
-                .block_on(Env::start(config))
-                .map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("starting the environment panicked".into()))
-    });
-    match env {
-        Ok(env) => env,
-        Err(error) => panic!("the environment failed to start: {error}"),
-    }
-}
 
 async fn apply(namespace: &str, yaml: &str) {
     env()

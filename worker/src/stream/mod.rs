@@ -1,0 +1,251 @@
+//! The streaming job: Kafka in, the session engine in the middle, Kafka out. This replica reads
+//! exactly the partitions of its key groups from every source topic (manual assignment; see
+//! [`consumer`]), routes each message to its key group's engine ([`router`]), produces the
+//! outputs ([`producer`]) and commits consumed offsets only once everything produced from them is
+//! acknowledged ([`commit`]) — at-least-once, made harmless by the engine's deterministic ids,
+//! versions and set-union merges. [`pipeline`] holds the state and steps; [`status`] is what
+//! `/status` shows.
+//!
+//! This module must never commit ahead of delivery, never read a partition outside its key
+//! groups, and never keep running after a fatal history error: the worker exits non-zero and its
+//! Pod restarts.
+
+pub mod commit;
+pub mod consumer;
+pub mod pipeline;
+pub mod producer;
+pub mod router;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::CommitMode;
+use sessionizer_crds::session_job::{SinkMode, SpecError};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use crate::config::WorkerConfig;
+use crate::engine::{EngineConfig, EngineError, KeyGroup};
+use crate::history::History;
+use crate::http::WorkerState;
+use crate::identity::Identity;
+use pipeline::{Pipeline, now_ms};
+use router::Router;
+
+/// Why the stream stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The spec could not be turned into engine settings.
+    #[error("reading the session settings: {0}")]
+    Spec(#[from] SpecError),
+    /// A Kafka client call failed.
+    #[error("kafka: {0}: {1}")]
+    Kafka(&'static str, rdkafka::error::KafkaError),
+    /// A source topic is missing or unusable.
+    #[error("source topic {topic:?}: {message}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The source topics are not co-partitioned.
+    #[error("the source topics must have the same number of partitions, but have {0}")]
+    PartitionMismatch(String),
+    /// The effective sink mode has no topic.
+    #[error("sink mode {0:?} has no topic configured")]
+    NoSinkTopic(SinkMode),
+    /// A configuration the worker cannot serve yet.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(&'static str),
+    /// The engine failed for good (the history store is unavailable or refuses writes).
+    #[error("session engine: {0}")]
+    Engine(EngineError),
+    /// A record could not be encoded.
+    #[error("encoding an output record: {0}")]
+    Encode(serde_json::Error),
+    /// A record could not be produced or was not acknowledged.
+    #[error("producing output: {0}")]
+    Produce(String),
+    /// A blocking task failed.
+    #[error("{0}: the task failed")]
+    Task(&'static str),
+}
+
+/// Timings of the stream loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// How often processing time advances (watermark push, due late updates).
+    pub tick: Duration,
+    /// How often released offsets are committed.
+    pub commit_interval: Duration,
+    /// How often `/status` and the gauges are refreshed.
+    pub status_interval: Duration,
+    /// How often log-end offsets are fetched.
+    pub log_end_interval: Duration,
+    /// Most messages handled per wake-up before timers and deliveries get a turn.
+    pub max_batch: usize,
+    /// Most records awaiting acknowledgement before consumption pauses.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for deliveries in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(100),
+            commit_interval: Duration::from_secs(1),
+            status_interval: Duration::from_secs(1),
+            log_end_interval: Duration::from_secs(5),
+            max_batch: 2048,
+            max_in_flight: 100_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the streaming job of this worker until `shutdown` completes (then stops consuming,
+/// waits for deliveries in flight, commits what was delivered and returns `Ok`) or a fatal error.
+/// Marks `state` ready once the partitions are assigned and the engine runs.
+pub async fn run(
+    config: WorkerConfig,
+    identity: Identity,
+    history: History,
+    state: Arc<WorkerState>,
+    settings: StreamSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StreamError> {
+    let engine_config = EngineConfig::from_worker(&config)?;
+    let topics: Vec<String> = config
+        .spec
+        .kafka
+        .source_topics
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+
+    let metadata = consumer::create_metadata_client(&config)?;
+    let (metadata, counts) = {
+        let topics = topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let counts = consumer::partition_counts(&metadata, &topics);
+            (metadata, counts)
+        })
+        .await
+        .map_err(|_| StreamError::Task("fetching topic metadata"))?
+    };
+    let partitions = router::common_partition_count(&counts?)?;
+    let router = Router::new(topics, identity.key_groups(partitions));
+    let kafka_consumer = consumer::create_consumer(&config)?;
+    consumer::assign(&kafka_consumer, &router)?;
+    let producer = producer::create_producer(&config)?;
+    let sink = producer::Sink::new(producer, &config, state.metrics().stream().clone())?;
+    let groups = router
+        .key_groups()
+        .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
+        .collect();
+    let (log_ends, refresher) =
+        consumer::spawn_log_end_refresher(metadata, &router, settings.log_end_interval);
+    info!(
+        partitions,
+        first_key_group = router.key_groups().start,
+        end_key_group = router.key_groups().end,
+        topics = ?router.topics(),
+        group = %consumer::consumer_group(&config),
+        effective_sink = config.effective_sink.as_str(),
+        "stream started"
+    );
+    if router.slots() == 0 {
+        warn!(partitions, "this worker owns no key groups; it idles");
+    }
+    let mut pipeline = Pipeline::new(router, partitions, groups, sink, state.clone());
+    pipeline.publish_status(&log_ends.borrow());
+    state.set_ready(true);
+
+    let result = drive(&mut pipeline, &kafka_consumer, &settings, &log_ends, shutdown).await;
+    refresher.abort();
+    match result {
+        Ok(()) => {
+            info!(in_flight = pipeline.sink.in_flight(), "stopping: draining deliveries");
+            let drained = pipeline
+                .sink
+                .drain(&mut pipeline.ledger, settings.drain_timeout)
+                .await;
+            pipeline.commit(&kafka_consumer, CommitMode::Sync)?;
+            pipeline.publish_status(&log_ends.borrow());
+            drained?;
+            info!("stream stopped");
+            Ok(())
+        }
+        Err(error) => {
+            // Whatever was delivered may still be committed; the rest is replayed.
+            if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync) {
+                warn!(error = %commit_error, "committing delivered offsets while failing");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The loop: shutdown first, then acknowledgements, timers, and input in batches.
+async fn drive(
+    p: &mut Pipeline,
+    kafka_consumer: &rdkafka::consumer::StreamConsumer,
+    settings: &StreamSettings,
+    log_ends: &tokio::sync::watch::Receiver<std::collections::BTreeMap<commit::TopicPartition, i64>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StreamError> {
+    tokio::pin!(shutdown);
+    let mut messages = kafka_consumer.stream();
+    let mut ticks = tokio::time::interval(settings.tick);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_commit = Instant::now() + settings.commit_interval;
+    let mut next_status = Instant::now() + settings.status_interval;
+    loop {
+        let room = p.sink.in_flight() < settings.max_in_flight;
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            Some(delivered) = p.sink.in_flight.next(), if !p.sink.in_flight.is_empty() => {
+                p.sink.settle(delivered, &mut p.ledger)?;
+            }
+            _ = ticks.tick() => {
+                p.on_tick(now_ms()).await?;
+                let now = Instant::now();
+                if now >= next_commit {
+                    next_commit = now + settings.commit_interval;
+                    if let Err(error) = p.commit(kafka_consumer, CommitMode::Async) {
+                        warn!(%error, "committing offsets; retrying at the next interval");
+                    }
+                }
+                if now >= next_status {
+                    next_status = now + settings.status_interval;
+                    p.publish_status(&log_ends.borrow());
+                }
+            }
+            message = messages.next(), if room => {
+                let now = now_ms();
+                let seq = p.ledger.open();
+                let mut next = message;
+                let mut handled = 0;
+                while let Some(message) = next {
+                    match message {
+                        Ok(message) => p.on_message(seq, &message, now).await?,
+                        Err(error) => warn!(%error, "consuming"),
+                    }
+                    handled += 1;
+                    if handled >= settings.max_batch {
+                        break;
+                    }
+                    // More without waiting, if librdkafka already has them.
+                    next = messages.next().now_or_never().flatten();
+                }
+                p.ledger.seal(seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The stream loop's state and steps: the key groups of this worker, what was consumed, the
+//! commit ledger and the sink. Each step is one transition — a consumed message, a timer tick
+//! (processing time, combined watermark, due late updates), a commit, a status refresh — so the
+//! loop in [`super::run`] only decides which step comes next.
+//!
+//! All key groups live in one task and are processed one after the other, so no key group ever
+//! waits for a lock held by another. It must never commit an offset the ledger has not released
+//! and never swallow a fatal history error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tracing::{error, warn};
+
+use super::StreamError;
+use super::commit::{CommitLedger, TopicPartition};
+use super::consumer::commit_list;
+use super::producer::Sink;
+use super::router::Router;
+use super::status::{self, HistoryHealth, KeyGroupStatus, StreamStatus};
+use crate::engine::watermark::{self, PartitionWatermark};
+use crate::engine::{Counters, EngineError, KeyGroup, Output};
+use crate::history::{History, HistoryError};
+use crate::http::WorkerState;
+use crate::metrics::EventResult;
+
+/// Processing time now, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether an engine error must stop the worker (the store is down or refuses writes), rather
+/// than be logged and skipped (one bad record).
+pub fn is_fatal(error: &EngineError) -> bool {
+    matches!(
+        error,
+        EngineError::History(
+            HistoryError::Unavailable { .. } | HistoryError::WritesRefused(_) | HistoryError::Open(_)
+        )
+    )
+}
+
+/// Everything the stream loop owns.
+pub struct Pipeline {
+    /// Routing of messages to key groups.
+    pub router: Router,
+    /// The key groups, by slot.
+    pub groups: Vec<KeyGroup<History>>,
+    /// Next offset to consume per source partition (what was consumed, not what is committed).
+    pub positions: BTreeMap<TopicPartition, i64>,
+    /// Commit bookkeeping.
+    pub ledger: CommitLedger,
+    /// The producer side.
+    pub sink: Sink,
+    /// The shared state `/status` and `/metrics` read.
+    pub state: Arc<WorkerState>,
+    partitions: u32,
+    reported: Vec<Counters>,
+    history_error: Option<String>,
+    combined: Option<i64>,
+}
+
+impl Pipeline {
+    /// A pipeline over `groups` (one per slot of `router`).
+    pub fn new(
+        router: Router,
+        partitions: u32,
+        groups: Vec<KeyGroup<History>>,
+        sink: Sink,
+        state: Arc<WorkerState>,
+    ) -> Self {
+        let reported = vec![Counters::default(); groups.len()];
+        Self {
+            router,
+            groups,
+            positions: BTreeMap::new(),
+            ledger: CommitLedger::new(),
+            sink,
+            state,
+            partitions,
+            reported,
+            history_error: None,
+            combined: None,
+        }
+    }
+
+    /// Feeds one consumed message into its key group as part of batch `seq`.
+    pub async fn on_message<M: Message>(
+        &mut self,
+        seq: u64,
+        message: &M,
+        now_ms: i64,
+    ) -> Result<(), StreamError> {
+        let Some(route) = self.router.route(message.topic(), message.partition()) else {
+            warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                "ignoring a message of a partition this worker does not own"
+            );
+            return Ok(());
+        };
+        let tp = (route.topic, message.partition());
+        let next = message.offset().saturating_add(1);
+        self.positions.insert(tp, next);
+        self.ledger.consumed(seq, tp, next);
+        let payload = message.payload().unwrap_or_default();
+        let result = self.groups[route.slot].process(payload, now_ms).await;
+        let outputs = self.engine_result(route.slot, result)?;
+        self.sink.send_all(outputs, seq, &mut self.ledger).await
+    }
+
+    /// Advances processing time: pushes the combined watermark (idle key groups do not hold it
+    /// back) into every key group, closing due sessions and flushing due late updates.
+    pub async fn on_tick(&mut self, now_ms: i64) -> Result<(), StreamError> {
+        let parts: Vec<PartitionWatermark> = self
+            .groups
+            .iter()
+            .map(|g| g.partition_watermark(now_ms))
+            .collect();
+        self.combined = watermark::combine(&parts);
+        let seq = self.ledger.open();
+        for slot in 0..self.groups.len() {
+            let group = &mut self.groups[slot];
+            let result = match self.combined {
+                Some(wm) => group.advance_watermark(wm, now_ms).await,
+                None => group.tick(now_ms).await,
+            };
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        self.ledger.seal(seq);
+        Ok(())
+    }
+
+    fn engine_result(
+        &mut self,
+        slot: usize,
+        result: Result<Vec<Output>, EngineError>,
+    ) -> Result<Vec<Output>, StreamError> {
+        match result {
+            Ok(outputs) => Ok(outputs),
+            Err(e) => {
+                self.history_error = Some(e.to_string());
+                let key_group = self.router.key_group(slot);
+                if is_fatal(&e) {
+                    error!(error = %e, key_group, "the history store failed; stopping");
+                    self.publish_status(&BTreeMap::new());
+                    Err(StreamError::Engine(e))
+                } else {
+                    error!(error = %e, key_group, "skipping an input the engine could not process");
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+
+    /// Commits the positions the ledger released since the last commit.
+    pub fn commit(
+        &mut self,
+        consumer: &StreamConsumer,
+        mode: CommitMode,
+    ) -> Result<(), StreamError> {
+        let positions = self.ledger.take_commit();
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let list = commit_list(&self.router, &positions)?;
+        consumer
+            .commit(&list, mode)
+            .map_err(|source| StreamError::Kafka("committing offsets", source))
+    }
+
+    /// Brings the metrics up to date and publishes a fresh `/status`.
+    pub fn publish_status(&mut self, log_ends: &BTreeMap<TopicPartition, i64>) {
+        self.report_counters();
+        let metrics = self.state.metrics().stream();
+        let now = now_ms();
+        let mut key_groups = Vec::with_capacity(self.groups.len());
+        for (slot, group) in self.groups.iter().enumerate() {
+            let key_group = self.router.key_group(slot);
+            let partition = key_group as i32;
+            let partitions =
+                status::partitions(self.router.topics(), partition, &self.positions, log_ends);
+            for p in &partitions {
+                if let Some(lag) = p.lag {
+                    metrics.set_lag(&p.topic, p.partition, lag);
+                }
+            }
+            key_groups.push(KeyGroupStatus {
+                key_group,
+                watermark: group.partition_watermark(now).watermark,
+                open_sessions: group.open_sessions() as u64,
+                lag: status::total_lag(&partitions),
+                partitions,
+            });
+        }
+        let range = self.router.key_groups();
+        self.state.publish_stream(StreamStatus {
+            partitions: self.partitions,
+            first_key_group: range.start,
+            end_key_group: range.end,
+            running: true,
+            combined_watermark: self.combined,
+            key_groups,
+            history: HistoryHealth {
+                ok: self.history_error.is_none(),
+                last_error: self.history_error.clone(),
+            },
+        });
+    }
+
+    /// Adds what the key groups counted since the last report to the metrics.
+    fn report_counters(&mut self) {
+        let metrics = self.state.metrics().stream();
+        for (group, last) in self.groups.iter().zip(self.reported.iter_mut()) {
+            let now = group.counters();
+            let d = |f: fn(&Counters) -> u64| f(now).saturating_sub(f(last));
+            let records = d(|c| c.records);
+            let malformed = d(|c| c.malformed);
+            let page = d(|c| c.page_number_dropped);
+            let duplicate = d(|c| c.duplicates);
+            let too_late = d(|c| c.too_late);
+            let capped = d(|c| c.over_byte_cap);
+            let rejected = malformed + page + duplicate + too_late + capped;
+            metrics.events(EventResult::accepted, records.saturating_sub(rejected));
+            metrics.events(EventResult::malformed, malformed);
+            metrics.events(EventResult::page_dropped, page);
+            metrics.events(EventResult::duplicate, duplicate);
+            metrics.events(EventResult::too_late, too_late);
+            metrics.events(EventResult::capped, capped);
+            metrics.sessions_emitted(d(|c| c.sessions_closed));
+            metrics.late_updates(d(|c| c.late_updates));
+            *last = now.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unusable_store_is_fatal() {
+        let unavailable = EngineError::History(HistoryError::Unavailable {
+            attempts: 3,
+            message: "down".into(),
+        });
+        assert!(is_fatal(&unavailable));
+        assert!(is_fatal(&EngineError::History(HistoryError::WritesRefused(
+            "stop-writes".into()
+        ))));
+        let too_big = EngineError::History(HistoryError::TooBig {
+            key: "k".into(),
+            bytes: 1 << 30,
+        });
+        assert!(!is_fatal(&too_big));
+    }
+}
