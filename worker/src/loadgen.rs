@@ -20,7 +20,10 @@
 //!   the latest event time: it drives every partition's watermark past every session, so all
 //!   sessions close and are emitted without the worker having to stop. The sentinels' own
 //!   sessions (keys starting with [`SENTINEL_PREFIX`]) stay open by design; compare results with
-//!   [`without_sentinels`].
+//!   [`without_sentinels`]. [`LoadSpec::check_fits`] keeps the sentinels from pushing any
+//!   session that may still await a late update beyond `allowedLateness`, so a result never
+//!   depends on how the engine treats unreachable sessions (the engine once lost such pending
+//!   updates; the test `a_far_sentinel_keeps_pending_late_updates` guards the fix).
 //!
 //! The engine's result equals the oracle's only under the conditions documented in
 //! [`crate::oracle`]; [`LoadSpec::check_fits`] checks the stream's parameters against a job's
@@ -123,7 +126,7 @@ impl Default for LoadSpec {
             malformed_share: 0.01,
             over_page_share: 0.002,
             sentinels: true,
-            sentinel_advance_ms: 30 * DAY,
+            sentinel_advance_ms: DAY,
         }
     }
 }
@@ -161,10 +164,23 @@ impl LoadSpec {
             ));
         }
         if self.sentinels
-            && self.sentinel_advance_ms <= config.gap_ms.saturating_add(config.max_out_of_orderness_ms)
+            && self.sentinel_advance_ms
+                <= config.gap_ms.saturating_add(config.max_out_of_orderness_ms)
         {
             return Err(String::from(
                 "sentinel_advance_ms must exceed gap + maxOutOfOrderness to close every session",
+            ));
+        }
+        if self.sentinels
+            && self
+                .sentinel_advance_ms
+                .saturating_add(self.max_delay_ms())
+                .saturating_add(config.gap_ms)
+                >= config.allowed_lateness_ms
+        {
+            return Err(String::from(
+                "sentinel_advance_ms + max_delay_ms + gap must stay below allowedLateness, or the \
+                 sentinels push sessions with pending late updates out of reach",
             ));
         }
         if self.max_page_number > config.max_page_number {
@@ -375,7 +391,14 @@ impl Ord for Pending {
 }
 
 const PAGES: [&str; 8] = [
-    "/", "/search", "/product", "/cart", "/checkout", "/help", "/account", "/blog",
+    "/",
+    "/search",
+    "/product",
+    "/cart",
+    "/checkout",
+    "/help",
+    "/account",
+    "/blog",
 ];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 const ASYNC_TYPES: [&str; 4] = ["purchase", "email_open", "ad_click", "refund"];
@@ -568,8 +591,9 @@ impl Generator {
         match self.rng.range(0, 5) {
             0 => b"{not json at all".to_vec(),
             1 => valid[..valid.len() / 2].to_vec(),
-            2 => format!(r#"{{"userId":"{key}","timestamp":{time},"type":"pageview"}}"#)
-                .into_bytes(),
+            2 => {
+                format!(r#"{{"userId":"{key}","timestamp":{time},"type":"pageview"}}"#).into_bytes()
+            }
             3 => format!(r#"{{"eventId":"bad-{time}","userId":"{key}","type":"click"}}"#)
                 .into_bytes(),
             4 => format!(
@@ -745,7 +769,10 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             ("abc", 479_470_107),
         ] {
             assert_eq!(murmur2(input.as_bytes()) as i32, want, "{input}");
@@ -773,7 +800,10 @@ mod tests {
             ..LoadSpec::default()
         };
         let events = generate(&spec);
-        assert_eq!(events.len() as u64, spec.events + u64::from(spec.partitions));
+        assert_eq!(
+            events.len() as u64,
+            spec.events + u64::from(spec.partitions)
+        );
         let kinds: BTreeSet<Kind> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, Kind::ALL.into_iter().collect());
         let sentinels: Vec<_> = events[events.len() - 4..].iter().collect();
@@ -789,7 +819,7 @@ mod tests {
         // Every delivered event is within the delay bound of what was delivered before it.
         let mut max = i64::MIN;
         for e in events.iter().filter(|e| e.kind != Kind::Malformed) {
-            assert!(e.time >= max - spec.max_delay_ms(), "{e:?}");
+            assert!(e.time >= max.saturating_sub(spec.max_delay_ms()), "{e:?}");
             max = max.max(e.time);
         }
         // Duplicates are byte-identical to an earlier event.
@@ -844,7 +874,11 @@ mod tests {
             now += 10 * config.late_update_interval_ms;
             store.set_now(now);
             outputs.extend(kg.tick(now).await.unwrap());
-            assert_eq!(kg.open_sessions(), 1, "only the sentinel's session stays open");
+            assert_eq!(
+                kg.open_sessions(),
+                1,
+                "only the sentinel's session stays open"
+            );
             assert_eq!(kg.counters().too_late, 0);
         }
         let records: Vec<_> = outputs
@@ -868,8 +902,47 @@ mod tests {
         let got = without_sentinels(final_sessions(&records));
         let want = without_sentinels(want.sessions);
         assert_eq!(got.len(), want.len());
-        assert_eq!(got, want);
+        for (id, w) in &want {
+            assert_eq!(got.get(id), Some(w), "session {id}");
+        }
         // Bridges really merged visits: some records are tombstones or multi-visit sessions.
         assert!(records.iter().any(|r| r.deleted), "no merge happened");
+    }
+
+    /// Regression: a sentinel far beyond `allowedLateness` arrives while late updates are
+    /// pending. The engine's `close` used to prune the pending buffer with the jumped watermark,
+    /// dropping sessions whose late update was not emitted yet, so accepted events never reached
+    /// the sink.
+    #[tokio::test]
+    async fn a_far_sentinel_keeps_pending_late_updates() {
+        let spec = LoadSpec {
+            events: 30_000,
+            users: 400,
+            sentinel_advance_ms: 30 * DAY,
+            ..LoadSpec::default()
+        };
+        let config = job();
+        let events = generate(&spec);
+        let mut records = Vec::new();
+        for p in 0..spec.partitions {
+            let mut kg = KeyGroup::new(p, config.clone(), MemoryHistory::default());
+            for (now, e) in events.iter().filter(|e| e.partition == p).enumerate() {
+                for o in kg.process(&e.payload, now as i64).await.unwrap() {
+                    if let Output::Session { record, .. } = o {
+                        records.push(record);
+                    }
+                }
+            }
+            for o in kg.tick(i64::MAX / 2).await.unwrap() {
+                if let Output::Session { record, .. } = o {
+                    records.push(record);
+                }
+            }
+        }
+        let want = oracle::sessionize(events.iter().map(|e| e.payload.as_slice()), &config);
+        assert_eq!(
+            without_sentinels(final_sessions(&records)),
+            without_sentinels(want.sessions)
+        );
     }
 }

@@ -288,6 +288,9 @@ mod tests {
             text.contains("sessionizer_consumer_lag{topic=\"pageviews\",partition=\"3\"} 17"),
             "{text}"
         );
-        assert!(text.contains("sessionizer_sessions_emitted_total 1"), "{text}");
+        assert!(
+            text.contains("sessionizer_sessions_emitted_total 1"),
+            "{text}"
+        );
     }
 }

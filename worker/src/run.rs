@@ -149,7 +149,7 @@ pub async fn run_worker(
     let streaming = stream::run(
         config,
         identity,
-        history,
+        history.clone(),
         state.clone(),
         StreamSettings::default(),
         async move {
@@ -183,9 +183,12 @@ pub async fn run_worker(
         Ok(Err(error)) => tracing::warn!(%error, "the HTTP server failed while stopping"),
         Err(error) => tracing::warn!(%error, "the HTTP server task failed while stopping"),
     }
-    match &outcome {
-        Ok(()) => tracing::info!("worker stopped"),
-        Err(error) => tracing::error!(%error, "worker stopping after an error"),
+    if let History::Aerospike(store) = &history {
+        store.close().await;
+    }
+    // `main` logs an error once, with the exit status.
+    if outcome.is_ok() {
+        tracing::info!("worker stopped");
     }
     outcome
 }
@@ -264,6 +267,7 @@ mod tests {
     fn args(config: PathBuf) -> Args {
         Args {
             config,
+            data_dir: PathBuf::from("/tmp/sessionizer-test-data"),
             http_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             log_format: LogFormat::Text,
             log_level: "info".into(),

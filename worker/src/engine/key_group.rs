@@ -259,7 +259,15 @@ impl<H: HistoryStore> KeyGroup<H> {
         });
         pending.mark(&merged, &retired);
         closed.push(merged);
-        prune(&mut closed, watermark, gap, self.config.allowed_lateness_ms);
+        // Never drop a session whose update is still waiting in this buffer (an earlier late
+        // event's, before the watermark jumped): its tombstones point at it.
+        prune(
+            &mut closed,
+            &pending.dirty,
+            watermark,
+            gap,
+            self.config.allowed_lateness_ms,
+        );
         pending.sessions = closed;
         Ok(())
     }
@@ -321,15 +329,15 @@ impl<H: HistoryStore> KeyGroup<H> {
             merged.emitted_ids = BTreeSet::from([id]);
             closed.push(merged);
         }
-        prune(
-            &mut closed,
-            self.watermark(),
-            gap,
-            self.config.allowed_lateness_ms,
-        );
+        let watermark = self.watermark();
+        let lateness = self.config.allowed_lateness_ms;
         if let Some(pending) = self.state.pending.get_mut(key) {
+            // The watermark may have jumped past sessions whose late update is not flushed yet;
+            // they stay in the buffer until the flush emits them (and writes them to history).
+            prune(&mut closed, &pending.dirty, watermark, gap, lateness);
             pending.sessions = closed;
         } else {
+            prune(&mut closed, &BTreeSet::new(), watermark, gap, lateness);
             self.write_history(key, &closed).await?;
         }
         let elapsed = started.elapsed();
@@ -458,10 +466,22 @@ fn drain_touching(sessions: &mut Vec<Session>, session: &Session, gap: i64) -> V
     touching
 }
 
-/// Drops closed sessions no event can reach any more: `end + gap < watermark − allowedLateness`.
-fn prune(sessions: &mut Vec<Session>, watermark: Option<i64>, gap: i64, lateness: i64) {
+/// Drops closed sessions no event can reach any more (`end + gap < watermark − allowedLateness`),
+/// except those whose id is in `dirty`: a pending update not emitted yet must survive until its
+/// flush, or the flush would emit the tombstones pointing at it but never the session itself.
+/// A kept unreachable session is harmless (no event can touch it); it is pruned at the key's
+/// next close or late merge after its flush, or expires with the history TTL.
+fn prune(
+    sessions: &mut Vec<Session>,
+    dirty: &BTreeSet<String>,
+    watermark: Option<i64>,
+    gap: i64,
+    lateness: i64,
+) {
     if let Some(wm) = watermark {
-        sessions.retain(|s| s.end().saturating_add(gap).saturating_add(lateness) >= wm);
+        sessions.retain(|s| {
+            s.end().saturating_add(gap).saturating_add(lateness) >= wm || dirty.contains(&s.id())
+        });
     }
 }
 

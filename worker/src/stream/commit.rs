@@ -106,6 +106,14 @@ impl CommitLedger {
     pub fn take_commit(&mut self) -> BTreeMap<TopicPartition, i64> {
         std::mem::take(&mut self.ready)
     }
+
+    /// Hands back positions whose commit failed, so the next commit carries them again.
+    pub fn requeue(&mut self, positions: BTreeMap<TopicPartition, i64>) {
+        for (tp, next) in positions {
+            let position = self.ready.entry(tp).or_insert(next);
+            *position = (*position).max(next);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +160,10 @@ mod tests {
         ledger.produced(second);
         ledger.seal(second);
         ledger.delivered(second);
-        assert!(ledger.take_commit().is_empty(), "the first batch is in flight");
+        assert!(
+            ledger.take_commit().is_empty(),
+            "the first batch is in flight"
+        );
         assert_eq!(ledger.unsettled(), 2);
         ledger.delivered(first);
         assert_eq!(
@@ -174,6 +185,24 @@ mod tests {
         assert!(ledger.take_commit().is_empty());
         ledger.delivered(tick);
         assert_eq!(ledger.take_commit(), BTreeMap::from([((0, 2), 100)]));
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_with_what_came_since() {
+        let mut ledger = CommitLedger::new();
+        let b = ledger.open();
+        ledger.consumed(b, (0, 0), 5);
+        ledger.consumed(b, (0, 1), 7);
+        ledger.seal(b);
+        let failed = ledger.take_commit();
+        let c = ledger.open();
+        ledger.consumed(c, (0, 0), 9);
+        ledger.seal(c);
+        ledger.requeue(failed);
+        assert_eq!(
+            ledger.take_commit(),
+            BTreeMap::from([((0, 0), 9), ((0, 1), 7)])
+        );
     }
 
     #[test]

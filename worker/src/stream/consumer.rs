@@ -68,7 +68,9 @@ pub fn create_consumer(config: &WorkerConfig) -> Result<StreamConsumer, StreamEr
         // Larger fetches: fewer round trips at high throughput.
         .set("fetch.min.bytes", "65536")
         .set("fetch.wait.max.ms", "100")
-        .set("queued.min.messages", "200000");
+        .set("queued.min.messages", "100000")
+        // Bounds the prefetch buffer per partition (librdkafka's default is 64 MiB).
+        .set("queued.max.messages.kbytes", "32768");
     client
         .create()
         .map_err(|source| StreamError::Kafka("creating the consumer", source))
@@ -103,12 +105,76 @@ pub fn partition_counts(
         .collect()
 }
 
-/// Assigns this worker's partitions of every source topic, each starting from the group's
-/// committed offset (librdkafka falls back to `auto.offset.reset` = earliest).
-pub fn assign(consumer: &StreamConsumer, router: &Router) -> Result<(), StreamError> {
+/// How long startup keeps asking for the group's committed offsets (a freshly started broker
+/// answers "coordinator loading" / "not coordinator" for a while).
+const COMMITTED_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The group's committed offsets of this worker's partitions, `None` where nothing is committed.
+/// Asked explicitly, with retries, rather than left to the assignment (`Offset::Stored`):
+/// librdkafka does not retry that lookup after a coordinator error and the partitions would
+/// never start. Blocking.
+pub fn committed_offsets(
+    consumer: &StreamConsumer,
+    router: &Router,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, StreamError> {
     let mut list = TopicPartitionList::new();
     for (topic, partition) in router.assignment() {
-        list.add_partition_offset(&router.topics()[topic], partition, Offset::Stored)
+        list.add_partition(&router.topics()[topic], partition);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = consumer
+            .committed_offsets(list.clone(), QUERY_TIMEOUT)
+            .map_err(|source| StreamError::Kafka("fetching committed offsets", source))
+            .and_then(|answer| {
+                router
+                    .assignment()
+                    .into_iter()
+                    .map(|(topic, partition)| {
+                        let element = answer
+                            .find_partition(&router.topics()[topic], partition)
+                            .ok_or(StreamError::Topic {
+                                topic: router.topics()[topic].clone(),
+                                message: format!(
+                                    "no committed offset answer for partition {partition}"
+                                ),
+                            })?;
+                        element.error().map_err(|source| {
+                            StreamError::Kafka("fetching committed offsets", source)
+                        })?;
+                        let offset = match element.offset() {
+                            Offset::Offset(n) if n >= 0 => Some(n),
+                            _ => None,
+                        };
+                        Ok(((topic, partition), offset))
+                    })
+                    .collect::<Result<BTreeMap<_, _>, StreamError>>()
+            });
+        match attempt {
+            Ok(offsets) => return Ok(offsets),
+            Err(error) if started.elapsed() < COMMITTED_DEADLINE => {
+                tracing::info!(%error, "the group's committed offsets are not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Assigns this worker's partitions of every source topic, each starting from `start` (the
+/// group's committed offset) or else from the beginning.
+pub fn assign(
+    consumer: &StreamConsumer,
+    router: &Router,
+    start: &BTreeMap<TopicPartition, Option<i64>>,
+) -> Result<(), StreamError> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in router.assignment() {
+        let offset = match start.get(&(topic, partition)).copied().flatten() {
+            Some(n) => Offset::Offset(n),
+            None => Offset::Beginning,
+        };
+        list.add_partition_offset(&router.topics()[topic], partition, offset)
             .map_err(|source| StreamError::Kafka("building the assignment", source))?;
     }
     consumer

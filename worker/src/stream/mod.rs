@@ -17,13 +17,15 @@ pub mod producer;
 pub mod router;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::{CommitMode, StreamConsumer};
 use sessionizer_crds::session_job::{SinkMode, SpecError};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
@@ -119,58 +121,38 @@ pub async fn run(
     settings: StreamSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StreamError> {
-    let engine_config = EngineConfig::from_worker(&config)?;
-    let topics: Vec<String> = config
-        .spec
-        .kafka
-        .source_topics
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
-
-    let metadata = consumer::create_metadata_client(&config)?;
-    let (metadata, counts) = {
-        let topics = topics.clone();
-        tokio::task::spawn_blocking(move || {
-            let counts = consumer::partition_counts(&metadata, &topics);
-            (metadata, counts)
-        })
-        .await
-        .map_err(|_| StreamError::Task("fetching topic metadata"))?
+    tokio::pin!(shutdown);
+    // A stop while starting (the brokers may take a while to answer) is a clean stop.
+    let started = tokio::select! {
+        started = start(&config, &identity, history, &state, &settings) => started?,
+        () = &mut shutdown => {
+            info!("stopped while starting");
+            return Ok(());
+        }
     };
-    let partitions = router::common_partition_count(&counts?)?;
-    let router = Router::new(topics, identity.key_groups(partitions));
-    let kafka_consumer = consumer::create_consumer(&config)?;
-    consumer::assign(&kafka_consumer, &router)?;
-    let producer = producer::create_producer(&config)?;
-    let sink = producer::Sink::new(producer, &config, state.metrics().stream().clone())?;
-    let groups = router
-        .key_groups()
-        .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
-        .collect();
-    let (log_ends, refresher) =
-        consumer::spawn_log_end_refresher(metadata, &router, settings.log_end_interval);
-    info!(
-        partitions,
-        first_key_group = router.key_groups().start,
-        end_key_group = router.key_groups().end,
-        topics = ?router.topics(),
-        group = %consumer::consumer_group(&config),
-        effective_sink = config.effective_sink.as_str(),
-        "stream started"
-    );
-    if router.slots() == 0 {
-        warn!(partitions, "this worker owns no key groups; it idles");
-    }
-    let mut pipeline = Pipeline::new(router, partitions, groups, sink, state.clone());
-    pipeline.publish_status(&log_ends.borrow());
-    state.set_ready(true);
-
-    let result = drive(&mut pipeline, &kafka_consumer, &settings, &log_ends, shutdown).await;
+    let Started {
+        mut pipeline,
+        kafka_consumer,
+        log_ends,
+        refresher,
+    } = started;
+    let result = drive(
+        &mut pipeline,
+        &kafka_consumer,
+        &settings,
+        &log_ends,
+        &mut shutdown,
+    )
+    .await;
+    // Not ready from here on: consumption has stopped.
+    state.set_ready(false);
     refresher.abort();
     match result {
         Ok(()) => {
-            info!(in_flight = pipeline.sink.in_flight(), "stopping: draining deliveries");
+            info!(
+                in_flight = pipeline.sink.in_flight(),
+                "stopping: draining deliveries"
+            );
             let drained = pipeline
                 .sink
                 .drain(&mut pipeline.ledger, settings.drain_timeout)
@@ -191,12 +173,104 @@ pub async fn run(
     }
 }
 
+/// What [`start`] sets up.
+struct Started {
+    pipeline: Pipeline,
+    kafka_consumer: Arc<StreamConsumer>,
+    log_ends: watch::Receiver<BTreeMap<commit::TopicPartition, i64>>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+/// Reads the partition count, assigns this worker's partitions from the committed offsets,
+/// creates the producer and the key groups, and marks the worker ready.
+async fn start(
+    config: &WorkerConfig,
+    identity: &Identity,
+    history: History,
+    state: &Arc<WorkerState>,
+    settings: &StreamSettings,
+) -> Result<Started, StreamError> {
+    let engine_config = EngineConfig::from_worker(config)?;
+    let topics: Vec<String> = config
+        .spec
+        .kafka
+        .source_topics
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+
+    let metadata = consumer::create_metadata_client(config)?;
+    let (metadata, counts) = {
+        let topics = topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let counts = consumer::partition_counts(&metadata, &topics);
+            (metadata, counts)
+        })
+        .await
+        .map_err(|_| StreamError::Task("fetching topic metadata"))?
+    };
+    let partitions = router::common_partition_count(&counts?)?;
+    let router = Router::new(topics, identity.key_groups(partitions));
+    let kafka_consumer = Arc::new(consumer::create_consumer(config)?);
+    let committed = {
+        let (kafka_consumer, router) = (kafka_consumer.clone(), router.clone());
+        tokio::task::spawn_blocking(move || consumer::committed_offsets(&kafka_consumer, &router))
+            .await
+            .map_err(|_| StreamError::Task("fetching committed offsets"))??
+    };
+    consumer::assign(&kafka_consumer, &router, &committed)?;
+    let producer = producer::create_producer(config)?;
+    let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
+    let groups = router
+        .key_groups()
+        .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
+        .collect();
+    let (log_ends, refresher) =
+        consumer::spawn_log_end_refresher(metadata, &router, settings.log_end_interval);
+    info!(
+        partitions,
+        first_key_group = router.key_groups().start,
+        end_key_group = router.key_groups().end,
+        topics = ?router.topics(),
+        group = %consumer::consumer_group(config),
+        committed = ?committed,
+        effective_sink = config.effective_sink.as_str(),
+        "stream started"
+    );
+    if router.slots() == 0 {
+        warn!(partitions, "this worker owns no key groups; it idles");
+    }
+    let mut pipeline = Pipeline::new(
+        router,
+        partitions,
+        groups,
+        sink,
+        state.clone(),
+        now_ms(),
+        engine_config.idle_source_timeout_ms,
+    );
+    // Until something is consumed, the position of a partition is where it starts.
+    pipeline.positions.extend(
+        committed
+            .iter()
+            .filter_map(|(tp, offset)| offset.map(|n| (*tp, n))),
+    );
+    pipeline.publish_status(&log_ends.borrow());
+    state.set_ready(true);
+    Ok(Started {
+        pipeline,
+        kafka_consumer,
+        log_ends,
+        refresher,
+    })
+}
+
 /// The loop: shutdown first, then acknowledgements, timers, and input in batches.
 async fn drive(
     p: &mut Pipeline,
-    kafka_consumer: &rdkafka::consumer::StreamConsumer,
+    kafka_consumer: &StreamConsumer,
     settings: &StreamSettings,
-    log_ends: &tokio::sync::watch::Receiver<std::collections::BTreeMap<commit::TopicPartition, i64>>,
+    log_ends: &watch::Receiver<BTreeMap<commit::TopicPartition, i64>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StreamError> {
     tokio::pin!(shutdown);
@@ -212,6 +286,13 @@ async fn drive(
             () = &mut shutdown => return Ok(()),
             Some(delivered) = p.sink.in_flight.next(), if !p.sink.in_flight.is_empty() => {
                 p.sink.settle(delivered, &mut p.ledger)?;
+                // Every other acknowledgement that is already in, without waiting.
+                for _ in 0..settings.max_batch {
+                    match p.sink.in_flight.next().now_or_never() {
+                        Some(Some(delivered)) => p.sink.settle(delivered, &mut p.ledger)?,
+                        _ => break,
+                    }
+                }
             }
             _ = ticks.tick() => {
                 p.on_tick(now_ms()).await?;

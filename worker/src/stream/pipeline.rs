@@ -40,7 +40,9 @@ pub fn is_fatal(error: &EngineError) -> bool {
     matches!(
         error,
         EngineError::History(
-            HistoryError::Unavailable { .. } | HistoryError::WritesRefused(_) | HistoryError::Open(_)
+            HistoryError::Unavailable { .. }
+                | HistoryError::WritesRefused(_)
+                | HistoryError::Open(_)
         )
     )
 }
@@ -63,16 +65,21 @@ pub struct Pipeline {
     reported: Vec<Counters>,
     history_error: Option<String>,
     combined: Option<i64>,
+    /// Processing time before which no combined watermark is pushed (start + idle timeout).
+    push_from_ms: i64,
 }
 
 impl Pipeline {
-    /// A pipeline over `groups` (one per slot of `router`).
+    /// A pipeline over `groups` (one per slot of `router`), started at processing time
+    /// `started_ms` with the job's idle timeout.
     pub fn new(
         router: Router,
         partitions: u32,
         groups: Vec<KeyGroup<History>>,
         sink: Sink,
         state: Arc<WorkerState>,
+        started_ms: i64,
+        idle_timeout_ms: i64,
     ) -> Self {
         let reported = vec![Counters::default(); groups.len()];
         Self {
@@ -86,6 +93,7 @@ impl Pipeline {
             reported,
             history_error: None,
             combined: None,
+            push_from_ms: started_ms.saturating_add(idle_timeout_ms),
         }
     }
 
@@ -116,13 +124,22 @@ impl Pipeline {
 
     /// Advances processing time: pushes the combined watermark (idle key groups do not hold it
     /// back) into every key group, closing due sessions and flushing due late updates.
+    ///
+    /// No combined watermark is pushed during the first idle timeout after start: a key group
+    /// that has not received anything yet counts as idle, and right after a (re)start that only
+    /// means its fetch has not arrived — pushing the first busy partition's watermark into it
+    /// would turn its whole backlog into late events.
     pub async fn on_tick(&mut self, now_ms: i64) -> Result<(), StreamError> {
-        let parts: Vec<PartitionWatermark> = self
-            .groups
-            .iter()
-            .map(|g| g.partition_watermark(now_ms))
-            .collect();
-        self.combined = watermark::combine(&parts);
+        self.combined = if now_ms >= self.push_from_ms {
+            let parts: Vec<PartitionWatermark> = self
+                .groups
+                .iter()
+                .map(|g| g.partition_watermark(now_ms))
+                .collect();
+            watermark::combine(&parts)
+        } else {
+            None
+        };
         let seq = self.ledger.open();
         for slot in 0..self.groups.len() {
             let group = &mut self.groups[slot];
@@ -170,9 +187,13 @@ impl Pipeline {
             return Ok(());
         }
         let list = commit_list(&self.router, &positions)?;
-        consumer
+        let result = consumer
             .commit(&list, mode)
-            .map_err(|source| StreamError::Kafka("committing offsets", source))
+            .map_err(|source| StreamError::Kafka("committing offsets", source));
+        if result.is_err() {
+            self.ledger.requeue(positions);
+        }
+        result
     }
 
     /// Brings the metrics up to date and publishes a fresh `/status`.
@@ -251,9 +272,9 @@ mod tests {
             message: "down".into(),
         });
         assert!(is_fatal(&unavailable));
-        assert!(is_fatal(&EngineError::History(HistoryError::WritesRefused(
-            "stop-writes".into()
-        ))));
+        assert!(is_fatal(&EngineError::History(
+            HistoryError::WritesRefused("stop-writes".into())
+        )));
         let too_big = EngineError::History(HistoryError::TooBig {
             key: "k".into(),
             bytes: 1 << 30,

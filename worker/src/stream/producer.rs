@@ -220,7 +220,9 @@ fn settle(
         }
         Err(Canceled) => {
             metrics.produce_error();
-            Err(StreamError::Produce("the producer dropped a delivery".into()))
+            Err(StreamError::Produce(
+                "the producer dropped a delivery".into(),
+            ))
         }
     }
 }

@@ -1,0 +1,314 @@
+//! What the worker end-to-end test (`tests/worker_e2e.rs`) and the throughput benchmark
+//! (`benches/throughput.rs`) share: a job's configuration file, producing a generated stream,
+//! running the worker binary as a job of several replicas, and reading the sink back.
+//!
+//! Included by both with `#[path]`, so each uses only part of it. It must never talk to anything
+//! but the loopback servers of the local environment, and never wait by sleeping.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sessionizer_e2e::net::free_port;
+use sessionizer_e2e::process::ManagedProcess;
+use sessionizer_worker::config::WorkerConfig;
+use sessionizer_worker::engine::{EngineConfig, Quarantine};
+use sessionizer_worker::loadgen::GeneratedEvent;
+use sessionizer_worker::session::SessionRecord;
+
+/// Where a job keeps its history.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded store under each worker's data directory.
+    Embedded,
+    /// An Aerospike cluster (here: the wire-protocol test server) at `host:port`.
+    Aerospike(String),
+}
+
+/// The topics and settings of one job.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// Job (and consumer group) name; unique per run.
+    pub name: String,
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// Source topic.
+    pub source: String,
+    /// Sink topic.
+    pub sink: String,
+    /// Quarantine topic.
+    pub quarantine: String,
+    /// History backend.
+    pub backend: Backend,
+    /// Number of workers.
+    pub parallelism: u32,
+}
+
+/// Session settings used by the test and the benchmark: the defaults, except that late updates
+/// flush after 1 s (so the end of a run is not a minute of waiting) and partitions never count
+/// as idle during a run (so one partition's backlog never raises another's watermark).
+pub const SESSION_YAML: [&str; 7] = [
+    "gap: 30m",
+    "maxPageNumber: 300",
+    "maxSessionBytes: 4Mi",
+    "allowedLateness: 168h",
+    "lateUpdateInterval: 1s",
+    "maxOutOfOrderness: 5s",
+    "idleSourceTimeout: 1h",
+];
+
+impl JobSpec {
+    /// The worker configuration file's text.
+    pub fn yaml(&self, checkpoints: &Path) -> String {
+        let mut lines = vec![
+            format!("job: {}", self.name),
+            String::from("namespace: e2e"),
+            String::from("effectiveSink: Production"),
+            String::from("spec:"),
+            String::from("  image: sessionizer/worker:dev"),
+            format!("  parallelism: {}", self.parallelism),
+            String::from("  kafka:"),
+            format!("    bootstrapServers: [\"{}\"]", self.bootstrap),
+            String::from("    sourceTopics:"),
+            format!("      - name: {}", self.source),
+            String::from("        kind: Sync"),
+            String::from("  sink:"),
+            format!("    topic: {}", self.sink),
+            format!("    quarantineTopic: {}", self.quarantine),
+            String::from("  session:"),
+        ];
+        lines.extend(SESSION_YAML.iter().map(|l| format!("    {l}")));
+        lines.push(String::from("  history:"));
+        lines.push(String::from("    ttl: 168h"));
+        match &self.backend {
+            Backend::Embedded => lines.push(String::from("    backend: Embedded")),
+            Backend::Aerospike(host) => {
+                lines.extend([
+                    String::from("    backend: Aerospike"),
+                    String::from("    aerospike:"),
+                    format!("      hosts: [\"{host}\"]"),
+                    String::from("      namespace: test"),
+                    format!("      set: {}", self.name.replace('-', "_")),
+                    String::from("      timeout: 2s"),
+                    String::from("      retry:"),
+                    String::from("        attempts: 5"),
+                    String::from("        backoff: 100ms"),
+                ]);
+            }
+        }
+        lines.push(String::from("  checkpoints:"));
+        lines.push(format!("    location: file://{}", checkpoints.display()));
+        lines.join("\n") + "\n"
+    }
+
+    /// Writes the configuration to `dir/worker.yaml` and returns it parsed, proving the text is
+    /// a valid worker configuration.
+    pub fn write(&self, dir: &Path) -> (PathBuf, WorkerConfig) {
+        let path = dir.join("worker.yaml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, self.yaml(&dir.join("checkpoints"))).unwrap();
+        let config = WorkerConfig::from_file(&path).unwrap();
+        (path, config)
+    }
+}
+
+/// The engine settings of a configuration (what the oracle needs).
+pub fn engine_config(config: &WorkerConfig) -> EngineConfig {
+    EngineConfig::from_worker(config).unwrap()
+}
+
+/// The worker binary: `$SESSIONIZER_BIN_DIR/sessionizer-worker`, else the one Cargo built for
+/// this test or benchmark (same profile).
+pub fn worker_binary() -> PathBuf {
+    match std::env::var_os("SESSIONIZER_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join("sessionizer-worker"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_sessionizer-worker")),
+    }
+}
+
+/// Starts `replicas` workers of the job configured at `config`, each with its own data
+/// directory under `dir` and HTTP port on 127.0.0.1. They are killed when dropped.
+pub fn start_workers(config: &Path, dir: &Path, replicas: u32) -> Vec<(ManagedProcess, u16)> {
+    (0..replicas)
+        .map(|ordinal| {
+            let port = free_port().unwrap();
+            let data = dir.join(format!("worker-{ordinal}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let mut command = Command::new(worker_binary());
+            command
+                .arg("--config")
+                .arg(config)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--http-addr")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--log-format", "text"])
+                .env("SESSIONIZER_ORDINAL", ordinal.to_string())
+                .env("SESSIONIZER_REPLICAS", replicas.to_string())
+                .env("POD_NAME", format!("worker-{ordinal}"))
+                .env("POD_IP", "127.0.0.1")
+                .env_remove("SESSIONIZER_CONFIG");
+            let log = dir.join(format!("worker-{ordinal}.log"));
+            let process = ManagedProcess::start(&format!("worker-{ordinal}"), command, &log)
+                .unwrap_or_else(|e| panic!("starting {}: {e}", worker_binary().display()));
+            (process, port)
+        })
+        .collect()
+}
+
+/// Produces `events` to `topic`, each to its generated partition, and waits for every
+/// acknowledgement.
+pub fn produce(bootstrap: &str, topic: &str, events: &[GeneratedEvent]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .unwrap();
+    for event in events {
+        let mut record = BaseRecord::to(topic)
+            .key(event.key.as_bytes())
+            .payload(event.payload.as_slice())
+            .partition(i32::try_from(event.partition).unwrap());
+        let mut tries = 0u32;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    tries += 1;
+                    assert!(tries < 100_000, "the producer queue stayed full");
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => panic!("producing to {topic}: {error}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    assert_eq!(producer.in_flight_count(), 0);
+}
+
+/// A reader of a whole topic from the beginning, outside any consumer group.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    /// Messages read so far (key, payload).
+    pub messages: u64,
+}
+
+impl TopicReader {
+    /// Reads every partition of `topic` (which has `partitions`) from offset 0.
+    pub fn new(bootstrap: &str, topic: &str, partitions: i32) -> Self {
+        Self::assigned(bootstrap, topic, 0..partitions)
+    }
+
+    /// Reads the partitions `partitions` of `topic` from offset 0.
+    pub fn assigned(bootstrap: &str, topic: &str, partitions: std::ops::Range<i32>) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("reader-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        Self {
+            consumer,
+            messages: 0,
+        }
+    }
+
+    /// Hands every message available now to `each`, waiting at most `wait` for the first;
+    /// returns how many there were. Bounded: at most `max` messages per call.
+    pub fn drain(&mut self, wait: Duration, max: u64, mut each: impl FnMut(&[u8])) -> u64 {
+        let mut n = 0;
+        let mut timeout = wait;
+        while n < max {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => panic!("consuming: {e}"),
+                Some(Ok(message)) => {
+                    each(message.payload().unwrap_or_default());
+                    n += 1;
+                    timeout = Duration::from_millis(20);
+                }
+            }
+        }
+        self.messages += n;
+        n
+    }
+}
+
+/// The latest version of every session id seen on the sink (what `final_sessions` keeps, before
+/// tombstones are dropped), maintained incrementally.
+#[derive(Default)]
+pub struct SinkState {
+    latest: BTreeMap<String, SessionRecord>,
+    /// Records read.
+    pub records: u64,
+}
+
+impl SinkState {
+    /// Adds one sink record.
+    pub fn add(&mut self, payload: &[u8]) {
+        let record: SessionRecord = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("a sink record is not a session record: {e}"));
+        self.records += 1;
+        match self.latest.get(&record.session_id) {
+            Some(old) if old.version >= record.version => {}
+            _ => {
+                self.latest.insert(record.session_id.clone(), record);
+            }
+        }
+    }
+
+    /// `final_sessions` of everything read.
+    pub fn final_sessions(&self) -> BTreeMap<String, SessionRecord> {
+        sessionizer_worker::session::final_sessions(self.latest.values())
+    }
+
+    /// How many live (not tombstoned) sessions there are now.
+    pub fn live(&self) -> usize {
+        self.latest.values().filter(|r| !r.deleted).count()
+    }
+}
+
+/// Decodes a quarantine record.
+pub fn quarantine(payload: &[u8]) -> Quarantine {
+    serde_json::from_slice(payload)
+        .unwrap_or_else(|e| panic!("a quarantine record is not a Quarantine: {e}"))
+}
+
+/// A short description of how `got` differs from `want`.
+pub fn difference(
+    got: &BTreeMap<String, SessionRecord>,
+    want: &BTreeMap<String, SessionRecord>,
+) -> String {
+    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+    let differ = want
+        .iter()
+        .filter(|(k, w)| got.get(*k).is_some_and(|g| g != *w))
+        .count();
+    format!(
+        "{} sessions, want {}: {missing} missing, {extra} unexpected, {differ} different",
+        got.len(),
+        want.len()
+    )
+}
