@@ -59,6 +59,11 @@ pub mod pod {
     pub const TMP_VOLUME: &str = "tmp";
     /// Where [`TMP_VOLUME`] is mounted.
     pub const TMP_DIR: &str = "/tmp";
+    /// The writable emptyDir holding the worker's local state (the embedded history store): the
+    /// root filesystem is read-only, and each Pod needs a directory of its own.
+    pub const DATA_VOLUME: &str = "data";
+    /// Where [`DATA_VOLUME`] is mounted: the worker's default `--data-dir`.
+    pub const DATA_DIR: &str = sessionizer_worker::cli::DEFAULT_DATA_DIR;
     /// User and group id the worker runs as by default (the distroless `nonroot` user).
     pub const WORKER_USER_ID: i64 = 65532;
     /// Time the worker gets between SIGTERM and SIGKILL to write its final checkpoint.

@@ -69,6 +69,11 @@ fn pod_template(job: &ValidatedJob, config_hash: &str) -> PodTemplateSpec {
             mount_path: pod::TMP_DIR.to_owned(),
             ..VolumeMount::default()
         },
+        VolumeMount {
+            name: pod::DATA_VOLUME.to_owned(),
+            mount_path: pod::DATA_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
     ];
     mounts.extend(credentials.mounts);
     let mut volumes = vec![
@@ -82,6 +87,11 @@ fn pod_template(job: &ValidatedJob, config_hash: &str) -> PodTemplateSpec {
         },
         Volume {
             name: pod::TMP_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: pod::DATA_VOLUME.to_owned(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
@@ -337,6 +347,9 @@ mod tests {
         assert_eq!(config.read_only, Some(true));
         let tmp = mounts.iter().find(|m| m.name == "tmp").unwrap();
         assert_eq!(tmp.mount_path, "/tmp");
+        // Each Pod's local state gets a writable directory of its own.
+        let data = mounts.iter().find(|m| m.name == "data").unwrap();
+        assert_eq!(data.mount_path, "/var/lib/sessionizer");
         let volumes = pod.volumes.unwrap();
         let config_volume = volumes.iter().find(|v| v.name == "config").unwrap();
         assert_eq!(
@@ -347,6 +360,11 @@ mod tests {
             volumes
                 .iter()
                 .any(|v| v.name == "tmp" && v.empty_dir.is_some())
+        );
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == "data" && v.empty_dir.is_some())
         );
         assert_eq!(container.resources, None);
     }
