@@ -163,7 +163,8 @@ impl Kafka {
     }
 }
 
-fn kafka_err(context: &'static str) -> impl Fn(rdkafka::error::KafkaError) -> Error {
+/// Wraps an rdkafka error with what was being done.
+pub(crate) fn kafka_err(context: &'static str) -> impl Fn(rdkafka::error::KafkaError) -> Error {
     move |source| Error::Kafka {
         context: context.to_owned(),
         source,

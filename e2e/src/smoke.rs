@@ -15,7 +15,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::kafka::Kafka;
+use crate::kafka::{Kafka, kafka_err};
 use crate::s3::S3Server;
 use crate::{Error, Result, wait};
 
@@ -190,13 +190,6 @@ pub async fn kafka_roundtrip(kafka: &Kafka, topic: &str, payload: &str) -> Resul
         .unwrap_or_default()
         .to_owned();
     Ok(body)
-}
-
-fn kafka_err(context: &'static str) -> impl Fn(rdkafka::error::KafkaError) -> Error {
-    move |source| Error::Kafka {
-        context: context.to_owned(),
-        source,
-    }
 }
 
 /// Creates `bucket`, writes `body` at `key` through `object_store` and reads it back.

@@ -193,51 +193,6 @@ pub async fn run_worker(
     outcome
 }
 
-/// Serves only HTTP (no history store, no stream; ready as soon as the listener is bound) for
-/// the worker described by `startup` until `shutdown` completes, then reports not-ready, lets
-/// requests in flight finish and returns.
-pub async fn serve(
-    startup: Startup,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
-    let Startup {
-        config_path,
-        config,
-        identity,
-        ..
-    } = startup;
-    let state = Arc::new(WorkerState::new(&config, identity));
-    let addr = listener.local_addr().map_err(RunError::Serve)?;
-    let id = state.identity();
-    tracing::info!(
-        version = VERSION,
-        job = %config.job,
-        namespace = %config.namespace,
-        pod = id.pod_name.as_deref().unwrap_or(""),
-        ordinal = id.ordinal,
-        replicas = id.replicas,
-        effective_sink = config.effective_sink.as_str(),
-        config = %config_path.display(),
-        %addr,
-        "worker started"
-    );
-    // Nothing else to start yet: once the listener is bound the worker is ready.
-    state.set_ready(true);
-
-    let stopping = state.clone();
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.set_ready(false);
-            tracing::info!("shutting down");
-        })
-        .await
-        .map_err(RunError::Serve)?;
-    tracing::info!("worker stopped");
-    Ok(())
-}
-
 /// A future that completes on the first SIGTERM or SIGINT. Installing the handlers can fail,
 /// which is reported at once rather than when a signal arrives.
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
@@ -256,9 +211,6 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
 mod tests {
     use std::io::Write;
     use std::net::Ipv4Addr;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
 
     use super::*;
     use crate::cli::LogFormat;
@@ -306,48 +258,5 @@ mod tests {
         let startup = prepare(&args(file.path().to_owned())).unwrap();
         assert_eq!(startup.config, sample_config());
         assert_eq!(startup.http_addr.ip(), Ipv4Addr::LOCALHOST);
-    }
-
-    async fn http_get(addr: SocketAddr, path: &str) -> String {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    }
-
-    #[tokio::test]
-    async fn serves_until_told_to_stop_then_returns_ok() {
-        let startup = Startup {
-            config_path: PathBuf::from("worker.yaml"),
-            config: sample_config(),
-            identity: Identity {
-                pod_name: None,
-                pod_ip: None,
-                ordinal: 0,
-                replicas: 1,
-            },
-            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            data_dir: PathBuf::from("/tmp/sessionizer-test-data"),
-        };
-        let listener = TcpListener::bind(startup.http_addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(startup, listener, async move {
-            let _ = stopped.await;
-        }));
-
-        let ready = http_get(addr, "/readyz").await;
-        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-        let status = http_get(addr, "/status").await;
-        assert!(status.contains("\"job\":\"pageviews\""), "{status}");
-
-        stop.send(()).unwrap();
-        let finished = tokio::time::timeout(std::time::Duration::from_secs(10), server)
-            .await
-            .expect("the server stops within 10 s")
-            .unwrap();
-        assert!(finished.is_ok(), "{finished:?}");
     }
 }

@@ -51,22 +51,9 @@ pub fn defaulted(crd: &CustomResourceDefinition, object: &Value) -> Value {
     kube::core::cel::apply_defaults(&schema(crd), object)
 }
 
-/// JSON merge patch (RFC 7386).
+/// `target` with `patch` applied as a JSON merge patch (RFC 7386).
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
-    let Value::Object(patch) = patch else {
-        return patch.clone();
-    };
-    let mut result = match target {
-        Value::Object(map) => map.clone(),
-        _ => serde_json::Map::new(),
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            result.remove(key);
-        } else {
-            let merged = merge_patch(result.get(key).unwrap_or(&Value::Null), value);
-            result.insert(key.clone(), merged);
-        }
-    }
-    Value::Object(result)
+    let mut result = target.clone();
+    json_patch::merge(&mut result, patch);
+    result
 }
