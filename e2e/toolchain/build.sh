@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds, once, the real servers the local environment runs: Kubernetes (kube-apiserver,
-# kube-controller-manager, kubectl), etcd, helm and MinIO from their official Go modules through
+# kube-controller-manager, kubectl), etcd, helm, MinIO and promtool from their official Go modules through
 # the Go module proxy, and Apache Kafka from Maven Central. Everything lands outside the repo in
 # $SESSIONIZER_CACHE/tools/<name>-<version>/, so a second run finds it and returns at once.
 #
-# usage: e2e/toolchain/build.sh [k8s|etcd|helm|minio|kafka ...]   (default: all)
+# usage: e2e/toolchain/build.sh [k8s|etcd|helm|minio|promtool|kafka ...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -43,6 +43,7 @@ build_helm() {
   build_go helm "$HELM_VERSION" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 }
 build_minio() { build_go minio "$MINIO_VERSION" "-s -w"; }
+build_promtool() { build_go promtool "$PROMTOOL_VERSION" "-s -w"; }
 
 build_kafka() {
   local out="$cache/tools/kafka-$KAFKA_VERSION"
@@ -56,5 +57,5 @@ build_kafka() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd helm minio kafka)
+[[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd helm minio promtool kafka)
 for t in "${targets[@]}"; do "build_$t"; done

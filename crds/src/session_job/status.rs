@@ -117,7 +117,8 @@ pub struct CheckpointsStatus {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryStoreStatus {
     /// `Healthy`, `Warning` (within the warn margin of the eviction mark), `Breached` (past the
-    /// eviction mark: records are being evicted), `StopWrites` (writes refused) or `Unknown`.
+    /// eviction mark: records are being evicted), `StopWrites` (writes refused), `Unreachable`
+    /// (no node answered the operator) or `Unknown`.
     pub level: HistoryStoreLevel,
     /// Used storage of the namespace on the worst node, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +129,10 @@ pub struct HistoryStoreStatus {
     /// Stop-writes mark of the namespace, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_writes_mark_percent: Option<i32>,
+    /// True when the namespace's eviction mark is 0: Aerospike never evicts early, so the
+    /// warn margin applies to the stop-writes mark instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_disabled: Option<bool>,
     /// The node these figures come from (the one closest to its eviction mark).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -156,9 +161,11 @@ pub struct HistoryStoreStatus {
     JsonSchema,
 )]
 pub enum HistoryStoreLevel {
-    /// Not measured (yet), or the cluster could not be queried.
+    /// Not measured yet.
     #[default]
     Unknown,
+    /// No node of the cluster answered the operator's query: capacity is not known.
+    Unreachable,
     /// Below the warn margin.
     Healthy,
     /// Within the warn margin of the eviction mark.

@@ -1,6 +1,9 @@
 //! The job's ConfigMap: the worker configuration (`WorkerConfig`, the operator-worker contract)
 //! as one YAML file, and the hash of it that rolls the Pods when it changes.
 //!
+//! Settings the workers reload live (`history.ttl`) reach them through the ConfigMap alone: they
+//! are left out of the hash ([`pod_config_hash`]), so changing them never restarts a worker.
+//!
 //! The effective sink comes from the validated job (status first, then the spec's initial mode),
 //! never from the spec alone, so a cutover can flip it without touching the spec.
 
@@ -8,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use sessionizer_crds::session_job::DEFAULT_TTL;
 use sessionizer_worker::config::{CONFIG_FILE_NAME, WorkerConfig};
 use sha2::{Digest, Sha256};
 
@@ -34,11 +38,25 @@ pub fn config_map(job: &ValidatedJob) -> Result<ConfigMap, Error> {
     })
 }
 
-/// The value of the `sessionizer.dev/config-hash` pod template annotation: hex sha256 over the
-/// ConfigMap's data (keys in order, each key and value followed by a NUL byte).
+/// The value of the `sessionizer.dev/config-hash` pod template annotation of `job`: the
+/// [`config_hash`] of its ConfigMap with every live-reloadable setting at a fixed value.
 ///
 /// This is the one place that decides which configuration changes restart the workers; a setting
-/// the worker can reload live should be left out of the hash here, not anywhere else.
+/// the worker can reload live is left out here ([`without_live_settings`]), not anywhere else.
+pub fn pod_config_hash(job: &ValidatedJob) -> Result<String, Error> {
+    Ok(config_hash(&config_map(&without_live_settings(job))?))
+}
+
+/// `job` with the settings workers apply without a restart pinned to a constant: `history.ttl`
+/// (new writes carry the new TTL as soon as the worker reloads its configuration file).
+fn without_live_settings(job: &ValidatedJob) -> ValidatedJob {
+    let mut pinned = job.clone();
+    pinned.spec.history.ttl = DEFAULT_TTL.into();
+    pinned
+}
+
+/// Hex sha256 over the ConfigMap's data (keys in order, each key and value followed by a NUL
+/// byte).
 pub fn config_hash(config_map: &ConfigMap) -> String {
     let mut hasher = Sha256::new();
     for (key, value) in config_map.data.iter().flatten() {
@@ -105,6 +123,41 @@ mod tests {
         let mut flipped = job.clone();
         flipped.effective_sink = SinkMode::DeadLetter;
         assert_ne!(hash, config_hash(&config_map(&flipped).unwrap()), "sink");
+    }
+
+    #[test]
+    fn ttl_change_updates_the_config_map_but_not_the_statefulset() {
+        let job = fixtures::valid_full();
+        let mut retuned = job.clone();
+        retuned.spec.history.ttl = "72h".into();
+        let before = crate::session_job::build::children(&job).unwrap();
+        let after = crate::session_job::build::children(&retuned).unwrap();
+        assert_ne!(before.config_map, after.config_map, "the new TTL reaches the workers");
+        let yaml = &after.config_map.data.as_ref().unwrap()["worker.yaml"];
+        assert!(yaml.contains("ttl: 72h"), "{yaml}");
+        assert_eq!(
+            before.statefulset, after.statefulset,
+            "no rollout for a TTL change"
+        );
+        assert_eq!(
+            serde_json::to_string(&before.statefulset).unwrap(),
+            serde_json::to_string(&after.statefulset).unwrap()
+        );
+    }
+
+    #[test]
+    fn pod_hash_still_follows_every_other_setting() {
+        let job = fixtures::valid_full();
+        let hash = pod_config_hash(&job).unwrap();
+        let mut gap = job.clone();
+        gap.spec.session.gap = "50m".into();
+        assert_ne!(hash, pod_config_hash(&gap).unwrap(), "gap");
+        let mut ttl_and_gap = gap.clone();
+        ttl_and_gap.spec.history.ttl = "24h".into();
+        assert_eq!(
+            pod_config_hash(&gap).unwrap(),
+            pod_config_hash(&ttl_and_gap).unwrap()
+        );
     }
 
     #[test]

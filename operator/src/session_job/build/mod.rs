@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ObjectMeta;
 
-pub use config_map::{config_hash, config_map, worker_config};
+pub use config_map::{config_hash, config_map, pod_config_hash, worker_config};
 pub use pdb::pdb;
 pub use service::service;
 pub use service_account::service_account;
@@ -55,7 +55,7 @@ pub struct Children {
 /// Builds every child of `job`.
 pub fn children(job: &ValidatedJob) -> Result<Children, Error> {
     let config_map = config_map(job)?;
-    let hash = config_hash(&config_map);
+    let hash = pod_config_hash(job)?;
     Ok(Children {
         service_account: service_account(job),
         service: service(job),

@@ -28,7 +28,7 @@ use super::{ValidatedJob, common_labels, metadata, selector_labels};
 use crate::names::{self, annotations, labels, pod};
 
 /// `<job>`: `spec.parallelism` Pods started in parallel, the pod template annotated with
-/// `config_hash` (see [`super::config_hash`]).
+/// `config_hash` (see [`super::pod_config_hash`]).
 pub fn statefulset(job: &ValidatedJob, config_hash: &str) -> StatefulSet {
     StatefulSet {
         metadata: metadata(job, names::statefulset(&job.name)),
