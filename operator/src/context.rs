@@ -1,9 +1,11 @@
 //! What every reconcile shares: the API client, the Event recorder, the metrics, the Kafka
-//! partition lookup and the per-object failure counts behind the retry backoff. Built once at
+//! partition lookup, the history store monitor's samples and the per-object failure counts
+//! behind the retry backoff. Built once at
 //! startup and passed to the controllers in an `Arc`.
 //!
 //! The Kafka lookup is a trait object only so unit tests can use an in-memory table; the
-//! operator always asks the real cluster. Nothing here holds per-reconcile state.
+//! operator always asks the real cluster. Nothing here holds per-reconcile state; the monitor
+//! keeps per-job state across reconciles by design (growth samples for its projection).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use sessionizer_crds::SessionJob;
 
+use crate::history_store::Monitor;
 use crate::metrics::Metrics;
 use crate::session_job::kafka::PartitionLookup;
 
@@ -32,6 +35,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reads partition counts from Kafka.
     pub kafka: Arc<dyn PartitionLookup>,
+    /// The Aerospike capacity monitor's per-job state (last report, growth samples).
+    pub history_store: Monitor,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SessionJob>, u32>>,
 }
@@ -49,6 +54,7 @@ impl Context {
             recorder,
             metrics,
             kafka,
+            history_store: Monitor::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod context;
 pub mod health;
+pub mod history_store;
 pub mod http;
 pub mod leader;
 pub mod logging;

@@ -1,5 +1,6 @@
 //! Kubernetes Events for the transitions a person watching `kubectl describe sj` cares about:
-//! workers created, scaled, configuration rolled, job became Ready, job degraded.
+//! workers created, scaled, configuration rolled, job became Ready, job degraded, history store
+//! capacity level changed.
 //!
 //! Which events to emit is decided by a pure comparison of before and after ([`transitions`]), so
 //! a reconcile that changes nothing emits nothing. Publishing is best effort: a failed Event
@@ -8,9 +9,12 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
-use sessionizer_crds::session_job::{SessionJob, SessionJobStatus, condition_types};
+use sessionizer_crds::session_job::{
+    HistoryStoreLevel, SessionJob, SessionJobStatus, condition_types,
+};
 
 use super::conditions::status_of;
+use crate::history_store::publish;
 use crate::names::annotations;
 
 /// A transition worth an Event.
@@ -32,6 +36,15 @@ pub enum JobEvent {
     ConfigRolled,
     /// All workers became ready.
     BecameReady,
+    /// The history store capacity level changed.
+    HistoryStoreLevel {
+        /// The level before (`None`: first measurement).
+        from: Option<HistoryStoreLevel>,
+        /// The level now.
+        to: HistoryStoreLevel,
+        /// The HistoryStoreCapacity condition's message.
+        message: String,
+    },
     /// The job became degraded.
     Degraded {
         /// The Degraded condition's reason.
@@ -77,6 +90,25 @@ pub fn transitions(
     if became(condition_types::READY) {
         events.push(JobEvent::BecameReady);
     }
+    let old_level = old_status
+        .and_then(|s| s.history_store.as_ref())
+        .map(|h| h.level);
+    if let Some(new) = &new_status.history_store
+        && Some(new.level) != old_level
+        && new.level != HistoryStoreLevel::Unknown
+    {
+        let message = new_status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition_types::HISTORY_STORE_CAPACITY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        events.push(JobEvent::HistoryStoreLevel {
+            from: old_level,
+            to: new.level,
+            message,
+        });
+    }
     if became(condition_types::DEGRADED)
         && let Some(degraded) = new_status
             .conditions
@@ -118,6 +150,19 @@ impl JobEvent {
                 "Ready".to_owned(),
                 "Observe",
                 "all workers are ready".to_owned(),
+            ),
+            Self::HistoryStoreLevel { from, to, message } => (
+                if matches!(to, HistoryStoreLevel::Healthy) {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                publish::event_reason(*to).to_owned(),
+                "MonitorHistoryStore",
+                match from {
+                    Some(from) => format!("history store level {from:?} -> {to:?}: {message}"),
+                    None => format!("history store level {to:?}: {message}"),
+                },
             ),
             Self::Degraded { reason, message } => (
                 EventType::Warning,
@@ -260,6 +305,36 @@ mod tests {
             ]
         );
         assert!(transitions(None, None, Some(&new), &new).is_empty());
+    }
+
+    #[test]
+    fn every_history_store_level_change_is_an_event() {
+        use sessionizer_crds::session_job::HistoryStoreStatus;
+        let with_level = |level| SessionJobStatus {
+            history_store: Some(HistoryStoreStatus {
+                level,
+                ..HistoryStoreStatus::default()
+            }),
+            ..status_with(&[("HistoryStoreCapacity", "False")])
+        };
+        let healthy = with_level(HistoryStoreLevel::Healthy);
+        let breached = with_level(HistoryStoreLevel::Breached);
+        let events = transitions(None, None, Some(&healthy), &breached);
+        assert_eq!(
+            events,
+            [JobEvent::HistoryStoreLevel {
+                from: Some(HistoryStoreLevel::Healthy),
+                to: HistoryStoreLevel::Breached,
+                message: "because".into()
+            }]
+        );
+        let event = events[0].to_event();
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "HistoryStoreEvictionMarkBreached");
+        assert!(transitions(None, None, Some(&breached), &breached).is_empty());
+        let back = transitions(None, None, Some(&breached), &healthy);
+        assert_eq!(back[0].to_event().reason, "HistoryStoreHealthy");
+        assert_eq!(back[0].to_event().type_, EventType::Normal);
     }
 
     #[test]

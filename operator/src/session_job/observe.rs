@@ -1,12 +1,14 @@
 //! The *dereference* step: the reads a reconcile needs before it decides anything — the worker
-//! StatefulSet as it exists, and the source topics' partition counts from Kafka (with the TLS and
-//! SASL material from the Secrets the spec names).
+//! StatefulSet as it exists, the source topics' partition counts from Kafka (with the TLS and
+//! SASL material from the Secrets the spec names), and the history store capacity report of the
+//! Aerospike monitor ([`crate::history_store`]).
 //!
 //! Reads only: this module never writes to the cluster or to Kafka. A Kafka problem (unreachable,
 //! missing Secret) is part of what was observed, not an error; only failing to read the
 //! StatefulSet fails the reconcile.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -17,6 +19,7 @@ use sessionizer_crds::session_job::KafkaSpec;
 
 use super::kafka::{KafkaTarget, LookupError, PartitionCounts, SaslCredentials, TlsMaterial};
 use crate::context::Context;
+use crate::history_store::Report;
 use crate::names;
 
 /// Why the cluster could not be read.
@@ -42,6 +45,9 @@ pub struct Observed {
     pub statefulset: Option<StatefulSet>,
     /// The source topics' partition counts, or why they are unknown.
     pub partitions: PartitionCounts,
+    /// The Aerospike capacity report and the time until the next probe is due; `None` when the
+    /// job does not use Aerospike.
+    pub history_store: Option<(Report, Duration)>,
 }
 
 /// Reads what `job`'s reconcile needs.
@@ -57,9 +63,14 @@ pub async fn observe(job: &SessionJob, ctx: &Context) -> Result<Observed, Error>
         Ok(target) => ctx.kafka.partition_counts(&target).await,
         Err(error) => Err(error),
     };
+    let history_store = ctx
+        .history_store
+        .observe(&ctx.client, job, &namespace, &super::reconcile::now())
+        .await;
     Ok(Observed {
         statefulset,
         partitions,
+        history_store,
     })
 }
 

@@ -1,4 +1,5 @@
-//! One reconcile of a SessionJob, as a pipeline: *dereference* (read the StatefulSet and Kafka)
+//! One reconcile of a SessionJob, as a pipeline: *dereference* (read the StatefulSet, Kafka and
+//! the Aerospike capacity)
 //! → *validate* → *build* the children → *apply* them → compute and write the *status*, then
 //! publish Events for what changed.
 //!
@@ -25,6 +26,7 @@ use super::observe::{self, Observed};
 use super::status::{Outcome, desired_status};
 use super::validate::validate;
 use crate::context::Context;
+use crate::history_store;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "sessionjob";
@@ -150,7 +152,11 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
     // Status.
     let status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
     finish(job, ctx, &observed, Some(&applied), status).await?;
-    Ok(Action::requeue(recheck_after(&balance)))
+    let mut recheck = recheck_after(&balance);
+    if let Some((_, next_probe)) = &observed.history_store {
+        recheck = recheck.min(*next_probe);
+    }
+    Ok(Action::requeue(recheck))
 }
 
 /// Writes `status` if it changed and publishes the Events of the transitions.
@@ -159,8 +165,19 @@ async fn finish(
     ctx: &Context,
     observed: &Observed,
     applied: Option<&k8s_openapi::api::apps::v1::StatefulSet>,
-    status: SessionJobStatus,
+    mut status: SessionJobStatus,
 ) -> Result<(), Error> {
+    let report = observed.history_store.as_ref().map(|(report, _)| report);
+    if let Some(report) = report {
+        history_store::publish::apply(
+            &mut status,
+            Some(report),
+            job.metadata.generation,
+            &report.probed_at,
+        );
+    } else {
+        history_store::publish::apply(&mut status, None, job.metadata.generation, &now());
+    }
     let events = transitions(
         observed.statefulset.as_ref(),
         applied,
@@ -171,6 +188,13 @@ async fn finish(
         write_status(job, ctx, &status).await?;
     }
     events::publish(&ctx.recorder, job, &events).await;
+    let (namespace, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    match &status.history_store {
+        Some(history_store) => ctx
+            .metrics
+            .record_history_store(&namespace, &name, history_store),
+        None => ctx.metrics.forget_history_store(&namespace, &name),
+    }
     Ok(())
 }
 
@@ -204,7 +228,7 @@ fn recheck_after(balance: &Verdict) -> Duration {
 
 /// Now, in whole seconds: the API server stores condition times in seconds, so anything finer
 /// would make a just-written status look different from the stored one.
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     let now = Timestamp::now();
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }

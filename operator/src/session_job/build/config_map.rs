@@ -132,7 +132,10 @@ mod tests {
         retuned.spec.history.ttl = "72h".into();
         let before = crate::session_job::build::children(&job).unwrap();
         let after = crate::session_job::build::children(&retuned).unwrap();
-        assert_ne!(before.config_map, after.config_map, "the new TTL reaches the workers");
+        assert_ne!(
+            before.config_map, after.config_map,
+            "the new TTL reaches the workers"
+        );
         let yaml = &after.config_map.data.as_ref().unwrap()["worker.yaml"];
         assert!(yaml.contains("ttl: 72h"), "{yaml}");
         assert_eq!(
