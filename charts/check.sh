@@ -4,7 +4,11 @@
 #   - `helm lint --strict` passes for the default values and for a watchNamespaces variant;
 #   - `helm template` renders every variant, each with the objects it should have;
 #   - values.schema.json rejects misspelt keys and wrong types, and the templates refuse
-#     replicas > 1 without leader election.
+#     replicas > 1 without leader election;
+#   - the PrometheusRule's rules pass `promtool check rules` and the unit tests in
+#     charts/tests/prometheusrule.test.yaml (`promtool test rules`), the Grafana dashboard is valid
+#     JSON, and every metric the rules and the dashboard query is one the operator or the worker
+#     registers (promtool is the pinned build from e2e/toolchain, `make tools`).
 # With --server it also validates the rendered manifests and examples/*.yaml against the cluster
 # of $KUBECONFIG (`kubectl apply --dry-run=server --validate=strict`). That mode installs the CRDs
 # for real (server-side apply; they are never deleted) and creates and deletes three namespaces
@@ -33,7 +37,8 @@ k8s_version="$(version K8S_VERSION)"
 tools="${SESSIONIZER_CACHE:-$HOME/.cache/sessionizer}/tools"
 helm="$tools/helm-$(version HELM_VERSION)/bin/helm"
 kubectl="$tools/k8s-$k8s_version/bin/kubectl"
-for tool in "$helm" "$kubectl"; do
+promtool="$tools/promtool-$(version PROMTOOL_VERSION)/bin/promtool"
+for tool in "$helm" "$kubectl" "$promtool"; do
   [[ -x "$tool" ]] || { echo "check.sh: $tool is missing; run 'make tools'" >&2; exit 1; }
 done
 
@@ -71,6 +76,7 @@ variants=(
   "watch-namespaces|--set watchNamespaces={team-a,team-b}"
   "service-monitor|--set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prometheus"
   "single-replica|--set replicas=1 --set leaderElection.enabled=false"
+  "monitoring|--set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true"
 )
 
 render() { # variant flags... -> rendered YAML on stdout
@@ -115,6 +121,12 @@ for variant in "${variants[@]}"; do
       expect "$name" "$out" Service 1
       expect "$name" "$out" PodDisruptionBudget 1
       expect "$name" "$out" ServiceMonitor 0
+      expect "$name" "$out" PrometheusRule 0
+      expect "$name" "$out" ConfigMap 0
+      ;;
+    monitoring)
+      expect "$name" "$out" PrometheusRule 1
+      expect "$name" "$out" ConfigMap 1
       ;;
     watch-namespaces)
       expect "$name" "$out" ClusterRole 0
@@ -136,12 +148,67 @@ for variant in "${variants[@]}"; do
   esac
 done
 
+# --- alert rules and dashboard ---------------------------------------------------------------------
+# The metrics the operator and the worker register (counters are exposed with _total, histograms
+# with _bucket/_sum/_count). The operator's checkpoint and cutover gauges are listed until their
+# code registers them.
+known="$scratch/metrics.txt"
+{
+  grep -rhoE '"sessionizer_[a-z0-9_]+"' "$root/worker/src" | tr -d '"'
+  grep -rh -A1 'register($' "$root/operator/src" | grep -oE '^\s*"[a-z0-9_]+",' | tr -d ' ",' |
+    sed 's/^/sessionizer_operator_/'
+  printf '%s\n' sessionizer_operator_checkpoint_last_success_timestamp_seconds \
+    sessionizer_operator_checkpoints_retained sessionizer_operator_cutover_stage_started_timestamp_seconds
+} | sort -u >"$known"
+unknown_metrics() { # file -> names it queries that nothing registers
+  grep -oE 'sessionizer_[a-z0-9_]+' "$1" | sort -u | while read -r metric; do
+    base="$(sed -E 's/_(total|bucket|sum|count)$//' <<<"$metric")"
+    grep -qxF -e "$metric" -e "$base" "$known" || echo "$metric"
+  done
+}
+render --show-only templates/prometheusrule.yaml --set monitoring.prometheusRule.enabled=true \
+  >"$scratch/prometheusrule.yaml"
+# `spec:` is the template's last key: its body, unindented, is a Prometheus rules file.
+sed -n '/^spec:$/,$p' "$scratch/prometheusrule.yaml" | sed -e '1d' -e 's/^  //' >"$scratch/rules.yaml"
+if "$promtool" check rules "$scratch/rules.yaml" >"$scratch/promtool.log" 2>&1; then
+  pass "prometheusrule: promtool check rules ($(grep -c -- '- alert:' "$scratch/rules.yaml") alerts)"
+else
+  cat "$scratch/promtool.log" >&2
+  fail "prometheusrule: promtool check rules"
+fi
+cp "$root/charts/tests/prometheusrule.test.yaml" "$scratch/"
+if "$promtool" test rules "$scratch/prometheusrule.test.yaml" >"$scratch/promtool.log" 2>&1; then
+  pass "prometheusrule: promtool test rules"
+else
+  cat "$scratch/promtool.log" >&2
+  fail "prometheusrule: promtool test rules"
+fi
+dashboard="$chart/dashboards/sessionizer.json"
+if jq -e '.panels | length > 0' "$dashboard" >/dev/null; then
+  pass "dashboard: valid JSON with $(jq '[.panels[] | select(.type != "row")] | length' "$dashboard") panels"
+else
+  fail "dashboard: $dashboard is not valid JSON with panels"
+fi
+jq -r '.panels[].targets[]?.expr' "$dashboard" >"$scratch/dashboard-queries.txt"
+for file in "$scratch/rules.yaml" "$scratch/dashboard-queries.txt"; do
+  missing="$(unknown_metrics "$file" | tr '\n' ' ')"
+  if [[ -z "$missing" ]]; then
+    pass "$(basename "$file"): every queried metric is registered"
+  else
+    fail "$(basename "$file"): queries metrics nothing registers: $missing"
+  fi
+done
+render --show-only templates/grafana-dashboard.yaml --set monitoring.grafanaDashboard.enabled=true |
+  sed -n '/^  sessionizer.json: |-$/,$p' | sed -e '1d' -e 's/^    //' | jq -e '.uid == "sessionizer"' >/dev/null &&
+  pass "dashboard: the ConfigMap carries the dashboard" || fail "dashboard: the ConfigMap does not carry the dashboard"
+
 # --- what must be refused -------------------------------------------------------------------------
 refused=(
   "a misspelt key|--set replica=3"
   "a wrong type|--set replicas=two"
   "an unknown log format|--set logFormat=xml"
   "a nested typo|--set serviceMonitor.enable=true"
+  "a misspelt monitoring toggle|--set monitoring.prometheusRule.enable=true"
   "an invalid namespace name|--set watchNamespaces={Team_A}"
   "two replicas without leader election|--set leaderElection.enabled=false"
 )
