@@ -16,7 +16,7 @@ help: ## List the targets.
 deps: ## Check the machine; install missing Debian build packages when root.
 	e2e/toolchain/system-deps.sh
 
-tools: deps ## Build the real servers (Kubernetes, etcd, helm, MinIO, Kafka) once, into the cache.
+tools: deps ## Build the real servers (Kubernetes, etcd, helm, MinIO, Kafka) and promtool once, into the cache.
 	e2e/toolchain/build.sh
 
 build: ## Build every binary of the workspace.

@@ -28,7 +28,7 @@ pub fn history_store_status(report: &Report) -> HistoryStoreStatus {
     let percent = |mark: Mark| mark.percent().map(|pct| pct.round() as i32);
     HistoryStoreStatus {
         level: worst.level,
-        used_percent: Some(worst.used_percent.floor() as i32),
+        used_percent: Some(whole_percent(worst.used_percent)),
         eviction_mark_percent: match worst.eviction_mark {
             Mark::Off => Some(0),
             mark => percent(mark),
@@ -39,6 +39,12 @@ pub fn history_store_status(report: &Report) -> HistoryStoreStatus {
         projected_eviction_mark_time: projected(report),
         last_probe_time: Some(report.probed_at.clone()),
     }
+}
+
+/// Whole percent, rounded down after rounding to hundredths: used bytes are whole numbers, so
+/// 45 % of a capacity can come out as 44.99999999 and must still read 45.
+fn whole_percent(used: f64) -> i32 {
+    ((used * 100.0).round() / 100.0).floor() as i32
 }
 
 fn projected(report: &Report) -> Option<Time> {
@@ -232,6 +238,13 @@ mod tests {
         apply(&mut status, None, Some(2), &at(20));
         assert!(status.history_store.is_none());
         assert!(status.conditions.is_empty());
+    }
+
+    #[test]
+    fn used_percent_is_rounded_down_but_not_by_byte_rounding() {
+        assert_eq!(whole_percent(44.999_999_995_3), 45);
+        assert_eq!(whole_percent(55.7), 55);
+        assert_eq!(whole_percent(0.0), 0);
     }
 
     #[test]
