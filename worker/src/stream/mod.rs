@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::WorkerConfig;
 use crate::engine::{EngineConfig, EngineError, KeyGroup};
-use crate::history::History;
+use crate::history::{History, WriteBehind};
 use crate::http::WorkerState;
 use crate::identity::Identity;
 use pipeline::{Pipeline, now_ms};
@@ -157,7 +157,7 @@ pub async fn run(
                 .sink
                 .drain(&mut pipeline.ledger, settings.drain_timeout)
                 .await;
-            pipeline.commit(&kafka_consumer, CommitMode::Sync)?;
+            pipeline.commit(&kafka_consumer, CommitMode::Sync).await?;
             pipeline.publish_status(&log_ends.borrow());
             drained?;
             info!("stream stopped");
@@ -165,7 +165,7 @@ pub async fn run(
         }
         Err(error) => {
             // Whatever was delivered may still be committed; the rest is replayed.
-            if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync) {
+            if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync).await {
                 warn!(error = %commit_error, "committing delivered offsets while failing");
             }
             Err(error)
@@ -221,6 +221,7 @@ async fn start(
     consumer::assign(&kafka_consumer, &router, &committed)?;
     let producer = producer::create_producer(config)?;
     let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
+    let history = WriteBehind::new(history);
     let groups = router
         .key_groups()
         .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
@@ -244,6 +245,7 @@ async fn start(
         router,
         partitions,
         groups,
+        history,
         sink,
         state.clone(),
         now_ms(),
@@ -299,8 +301,12 @@ async fn drive(
                 let now = Instant::now();
                 if now >= next_commit {
                     next_commit = now + settings.commit_interval;
-                    if let Err(error) = p.commit(kafka_consumer, CommitMode::Async) {
-                        warn!(%error, "committing offsets; retrying at the next interval");
+                    match p.commit(kafka_consumer, CommitMode::Async).await {
+                        Err(error @ StreamError::Engine(_)) => return Err(error),
+                        Err(error) => {
+                            warn!(%error, "committing offsets; retrying at the next interval");
+                        }
+                        Ok(()) => {}
                     }
                 }
                 if now >= next_status {
@@ -325,6 +331,7 @@ async fn drive(
                     // More without waiting, if librdkafka already has them.
                     next = messages.next().now_or_never().flatten();
                 }
+                p.on_batch_end(seq, now).await?;
                 p.ledger.seal(seq);
             }
         }

@@ -23,7 +23,7 @@ use super::router::Router;
 use super::status::{self, HistoryHealth, KeyGroupStatus, StreamStatus};
 use crate::engine::watermark::{self, PartitionWatermark};
 use crate::engine::{Counters, EngineError, KeyGroup, Output};
-use crate::history::{History, HistoryError};
+use crate::history::{History, HistoryError, WriteBehind};
 use crate::http::WorkerState;
 use crate::metrics::EventResult;
 
@@ -52,7 +52,11 @@ pub struct Pipeline {
     /// Routing of messages to key groups.
     pub router: Router,
     /// The key groups, by slot.
-    pub groups: Vec<KeyGroup<History>>,
+    pub groups: Vec<KeyGroup<WriteBehind<History>>>,
+    /// The history store all key groups write through.
+    pub history: WriteBehind<History>,
+    /// Slots that accepted input since their last tick.
+    touched: Vec<bool>,
     /// Next offset to consume per source partition (what was consumed, not what is committed).
     pub positions: BTreeMap<TopicPartition, i64>,
     /// Commit bookkeeping.
@@ -75,7 +79,8 @@ impl Pipeline {
     pub fn new(
         router: Router,
         partitions: u32,
-        groups: Vec<KeyGroup<History>>,
+        groups: Vec<KeyGroup<WriteBehind<History>>>,
+        history: WriteBehind<History>,
         sink: Sink,
         state: Arc<WorkerState>,
         started_ms: i64,
@@ -84,7 +89,9 @@ impl Pipeline {
         let reported = vec![Counters::default(); groups.len()];
         Self {
             router,
+            touched: vec![false; groups.len()],
             groups,
+            history,
             positions: BTreeMap::new(),
             ledger: CommitLedger::new(),
             sink,
@@ -117,9 +124,23 @@ impl Pipeline {
         self.positions.insert(tp, next);
         self.ledger.consumed(seq, tp, next);
         let payload = message.payload().unwrap_or_default();
-        let result = self.groups[route.slot].process(payload, now_ms).await;
+        let result = self.groups[route.slot].accept_record(payload, now_ms).await;
+        self.touched[route.slot] = true;
         let outputs = self.engine_result(route.slot, result)?;
         self.sink.send_all(outputs, seq, &mut self.ledger).await
+    }
+
+    /// Ends batch `seq`: closes what the batch made due in the key groups it touched.
+    pub async fn on_batch_end(&mut self, seq: u64, now_ms: i64) -> Result<(), StreamError> {
+        for slot in 0..self.groups.len() {
+            if !std::mem::take(&mut self.touched[slot]) {
+                continue;
+            }
+            let result = self.groups[slot].tick(now_ms).await;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        Ok(())
     }
 
     /// Advances processing time: pushes the combined watermark (idle key groups do not hold it
@@ -176,8 +197,10 @@ impl Pipeline {
         }
     }
 
-    /// Commits the positions the ledger released since the last commit.
-    pub fn commit(
+    /// Commits the positions the ledger released since the last commit, once every history
+    /// write made so far is stored (a committed offset must never point past a history write
+    /// that could still be lost).
+    pub async fn commit(
         &mut self,
         consumer: &StreamConsumer,
         mode: CommitMode,
@@ -185,6 +208,10 @@ impl Pipeline {
         let positions = self.ledger.take_commit();
         if positions.is_empty() {
             return Ok(());
+        }
+        if let Err(error) = self.history.flush().await {
+            self.ledger.requeue(positions);
+            return Err(StreamError::Engine(EngineError::History(error)));
         }
         let list = commit_list(&self.router, &positions)?;
         let result = consumer
