@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::late::PendingKey;
 use super::watermark::PartitionWatermark;
 use super::{EngineConfig, EngineError, KeyGroupState, Output, Quarantine};
-use crate::event::{Event, decode, page_number_too_high};
+use crate::event::{Event, Malformed, decode, page_number_too_high};
 use crate::history::{HistoryError, HistoryStore};
 use crate::session::{HistoryValue, Session, SessionRecord};
 
@@ -30,6 +30,8 @@ pub struct KeyGroup<H> {
     /// Processing time of the earliest pending flush (a lower bound; `i64::MIN` after a restore
     /// so the first tick looks), so ticks without due flushes skip the pending buffers.
     next_flush_ms: i64,
+    /// History of keys read ahead for the current batch ([`Self::prefetch_late`]).
+    prefetched: HashMap<String, Vec<Session>>,
 }
 
 impl<H: HistoryStore> KeyGroup<H> {
@@ -49,6 +51,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             history,
             state,
             next_flush_ms: i64::MIN,
+            prefetched: HashMap::new(),
         }
     }
 
@@ -108,11 +111,55 @@ impl<H: HistoryStore> KeyGroup<H> {
         raw: &[u8],
         now_ms: i64,
     ) -> Result<Vec<Output>, EngineError> {
+        let decoded = self.decode(raw);
+        self.accept_decoded(decoded, raw, now_ms).await
+    }
+
+    /// Decodes a raw input with this job's field names (the first half of
+    /// [`Self::accept_record`], so a batch can be decoded, prefetched, then accepted).
+    pub fn decode(&self, raw: &[u8]) -> Result<Event, Malformed> {
+        decode(raw, &self.config.fields)
+    }
+
+    /// Reads, concurrently, the history of the keys of `events` that are late now (their
+    /// sessions may be closed), so that accepting them does not wait for one read after another.
+    /// Valid until the next [`Self::tick`]: only ticks write history.
+    pub async fn prefetch_late<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<(), EngineError> {
+        let Some(wm) = self.watermark() else {
+            return Ok(());
+        };
+        let lateness = self.config.allowed_lateness_ms;
+        let keys: BTreeSet<String> = events
+            .into_iter()
+            .filter(|e| e.time < wm && e.time >= wm.saturating_sub(lateness))
+            .filter(|e| !self.state.pending.contains_key(&e.key))
+            .filter(|e| !self.prefetched.contains_key(&e.key))
+            .map(|e| e.key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        let found = self.prefetch(&keys).await?;
+        self.prefetched.extend(found);
+        Ok(())
+    }
+
+    /// The second half of [`Self::accept_record`]: guards, dedup, assignment.
+    pub async fn accept_decoded(
+        &mut self,
+        decoded: Result<Event, Malformed>,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
         let counters = &mut self.state.counters;
         counters.records += 1;
         self.state.watermark.last_input_at = self.state.watermark.last_input_at.max(Some(now_ms));
-        let event = match decode(raw, &self.config.fields) {
+        let event = match decoded {
             Ok(event) => event,
             Err(reason) => {
                 counters.malformed += 1;
@@ -163,6 +210,8 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Closes the sessions the watermark has passed and flushes the late updates due at
     /// processing time `now_ms`. Call it periodically even without input.
     pub async fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        // Ticks write history: what was prefetched for the batch may be stale after this.
+        self.prefetched.clear();
         let mut out = Vec::new();
         if let Some(wm) = self.watermark() {
             let due: Vec<String> = self
@@ -205,7 +254,9 @@ impl<H: HistoryStore> KeyGroup<H> {
         let reads = keys
             .iter()
             .filter(|key| !self.state.pending.contains_key(*key))
-            .map(|key| async move { Ok::<_, EngineError>((key.clone(), self.read_history(key).await?)) });
+            .map(|key| async move {
+                Ok::<_, EngineError>((key.clone(), self.read_history(key).await?))
+            });
         futures::stream::iter(reads)
             .buffer_unordered(PREFETCH_CONCURRENCY)
             .try_collect()
@@ -216,6 +267,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// every pending update, whatever the watermark and the time. A stopping worker does not
     /// call this: it checkpoints [`KeyGroup::snapshot`] instead.
     pub async fn finish(&mut self) -> Result<Vec<Output>, EngineError> {
+        self.prefetched.clear();
         let mut out = Vec::new();
         let keys: Vec<String> = self.state.open.keys().cloned().collect();
         for key in keys {
@@ -443,9 +495,14 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The key's closed sessions: its pending buffer if it has one, else its history value.
-    async fn closed_view(&self, key: &str) -> Result<Vec<Session>, EngineError> {
+    async fn closed_view(&mut self, key: &str) -> Result<Vec<Session>, EngineError> {
         if let Some(pending) = self.state.pending.get(key) {
             return Ok(pending.sessions.clone());
+        }
+        // Taken, not copied: the first late event of the key creates its pending buffer, which
+        // later events of the batch read instead.
+        if let Some(closed) = self.prefetched.remove(key) {
+            return Ok(closed);
         }
         self.read_history(key).await
     }

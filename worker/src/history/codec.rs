@@ -139,9 +139,8 @@ fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
                 let mut slot = slot.borrow_mut();
                 let decompressor = match &mut *slot {
                     Some(decompressor) => decompressor,
-                    none => none.insert(
-                        zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?,
-                    ),
+                    none => none
+                        .insert(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?),
                 };
                 let capacity = usize::try_from(size).map_err(|_| too_big())?;
                 let out = decompressor
@@ -158,7 +157,8 @@ fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
         }
         // A frame without its size (written by a streaming encoder): decode as a stream.
         Ok(None) => {
-            let decoder = zstd::stream::read::Decoder::new(frame).map_err(|e| format!("zstd: {e}"))?;
+            let decoder =
+                zstd::stream::read::Decoder::new(frame).map_err(|e| format!("zstd: {e}"))?;
             let mut out = Vec::new();
             decoder
                 .take(MAX_DECODED_LEN + 1)

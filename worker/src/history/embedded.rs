@@ -172,7 +172,10 @@ impl EmbeddedStore {
         tracing::info!(path = %path.display(), "opened the embedded history store");
         let db = Arc::new(db);
         let writer = Writer::start(Arc::clone(&db), metrics.clone()).map_err(|error| {
-            HistoryError::Open(format!("starting the writer of {}: {error}", path.display()))
+            HistoryError::Open(format!(
+                "starting the writer of {}: {error}",
+                path.display()
+            ))
         })?;
         Ok(Self {
             inner: Arc::new(Inner {

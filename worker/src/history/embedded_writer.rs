@@ -134,7 +134,13 @@ fn commit(db: &Database, group: &[Write]) -> Result<usize, redb::Error> {
                 Change::Put {
                     stored,
                     expires_at_ms,
-                } => upsert(&mut records, &mut expiry, &write.key, *expires_at_ms, stored)?,
+                } => upsert(
+                    &mut records,
+                    &mut expiry,
+                    &write.key,
+                    *expires_at_ms,
+                    stored,
+                )?,
                 Change::Delete => {
                     remove(&mut records, &mut expiry, &write.key)?;
                 }

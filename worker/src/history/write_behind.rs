@@ -181,7 +181,10 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
             };
             let mut state = self.lock();
             if let Err(error) = result {
-                if matches!(error, HistoryError::TooBig { .. } | HistoryError::Corrupt { .. }) {
+                if matches!(
+                    error,
+                    HistoryError::TooBig { .. } | HistoryError::Corrupt { .. }
+                ) {
                     tracing::error!(%key, %error, "history write refused; the key keeps its previous history");
                 } else if state.fatal.is_none() {
                     tracing::error!(%key, %error, "history write failed; the worker stops");
@@ -390,6 +393,9 @@ mod tests {
         blocked.await.unwrap().unwrap();
         store.open(MAX_IN_FLIGHT);
         history.flush().await.unwrap();
-        assert_eq!(store.writes.load(Ordering::SeqCst) as usize, MAX_IN_FLIGHT + 1);
+        assert_eq!(
+            store.writes.load(Ordering::SeqCst) as usize,
+            MAX_IN_FLIGHT + 1
+        );
     }
 }

@@ -248,8 +248,7 @@ async fn start(
         history,
         sink,
         state.clone(),
-        now_ms(),
-        engine_config.idle_source_timeout_ms,
+        now_ms().saturating_add(engine_config.idle_source_timeout_ms),
     );
     // Until something is consumed, the position of a partition is where it starts.
     pipeline.positions.extend(
@@ -317,21 +316,20 @@ async fn drive(
             message = messages.next(), if room => {
                 let now = now_ms();
                 let seq = p.ledger.open();
+                let mut batch = Vec::with_capacity(settings.max_batch);
                 let mut next = message;
-                let mut handled = 0;
                 while let Some(message) = next {
                     match message {
-                        Ok(message) => p.on_message(seq, &message, now).await?,
+                        Ok(message) => batch.push(message),
                         Err(error) => warn!(%error, "consuming"),
                     }
-                    handled += 1;
-                    if handled >= settings.max_batch {
+                    if batch.len() >= settings.max_batch {
                         break;
                     }
                     // More without waiting, if librdkafka already has them.
                     next = messages.next().now_or_never().flatten();
                 }
-                p.on_batch_end(seq, now).await?;
+                p.on_batch(seq, &batch, now).await?;
                 p.ledger.seal(seq);
             }
         }

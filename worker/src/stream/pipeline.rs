@@ -74,8 +74,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over `groups` (one per slot of `router`), started at processing time
-    /// `started_ms` with the job's idle timeout.
+    /// A pipeline over `groups` (one per slot of `router`) that pushes no combined watermark
+    /// before processing time `push_from_ms` (start + the job's idle timeout, see
+    /// [`Self::on_tick`]).
     pub fn new(
         router: Router,
         partitions: u32,
@@ -83,8 +84,7 @@ impl Pipeline {
         history: WriteBehind<History>,
         sink: Sink,
         state: Arc<WorkerState>,
-        started_ms: i64,
-        idle_timeout_ms: i64,
+        push_from_ms: i64,
     ) -> Self {
         let reported = vec![Counters::default(); groups.len()];
         Self {
@@ -100,38 +100,57 @@ impl Pipeline {
             reported,
             history_error: None,
             combined: None,
-            push_from_ms: started_ms.saturating_add(idle_timeout_ms),
+            push_from_ms,
         }
     }
 
-    /// Feeds one consumed message into its key group as part of batch `seq`.
-    pub async fn on_message<M: Message>(
+    /// Feeds a batch of consumed messages (batch `seq` of the ledger) into their key groups:
+    /// decodes them, reads ahead the history of the late ones, accepts them in order, then
+    /// closes what the batch made due.
+    pub async fn on_batch<M: Message>(
         &mut self,
         seq: u64,
-        message: &M,
+        messages: &[M],
         now_ms: i64,
     ) -> Result<(), StreamError> {
-        let Some(route) = self.router.route(message.topic(), message.partition()) else {
-            warn!(
-                topic = message.topic(),
-                partition = message.partition(),
-                "ignoring a message of a partition this worker does not own"
-            );
-            return Ok(());
-        };
-        let tp = (route.topic, message.partition());
-        let next = message.offset().saturating_add(1);
-        self.positions.insert(tp, next);
-        self.ledger.consumed(seq, tp, next);
-        let payload = message.payload().unwrap_or_default();
-        let result = self.groups[route.slot].accept_record(payload, now_ms).await;
-        self.touched[route.slot] = true;
-        let outputs = self.engine_result(route.slot, result)?;
-        self.sink.send_all(outputs, seq, &mut self.ledger).await
+        let mut decoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Some(route) = self.router.route(message.topic(), message.partition()) else {
+                warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    "ignoring a message of a partition this worker does not own"
+                );
+                continue;
+            };
+            let tp = (route.topic, message.partition());
+            let next = message.offset().saturating_add(1);
+            self.positions.insert(tp, next);
+            self.ledger.consumed(seq, tp, next);
+            let payload = message.payload().unwrap_or_default();
+            decoded.push((route.slot, payload, self.groups[route.slot].decode(payload)));
+        }
+        for slot in 0..self.groups.len() {
+            let events = decoded
+                .iter()
+                .filter(|(s, _, _)| *s == slot)
+                .filter_map(|(_, _, event)| event.as_ref().ok());
+            let result = self.groups[slot].prefetch_late(events).await;
+            self.engine_result(slot, result.map(|()| Vec::new()))?;
+        }
+        for (slot, payload, event) in decoded {
+            let result = self.groups[slot]
+                .accept_decoded(event, payload, now_ms)
+                .await;
+            self.touched[slot] = true;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        self.on_batch_end(seq, now_ms).await
     }
 
-    /// Ends batch `seq`: closes what the batch made due in the key groups it touched.
-    pub async fn on_batch_end(&mut self, seq: u64, now_ms: i64) -> Result<(), StreamError> {
+    /// Closes what the last batch (`seq`) made due in the key groups it touched.
+    async fn on_batch_end(&mut self, seq: u64, now_ms: i64) -> Result<(), StreamError> {
         for slot in 0..self.groups.len() {
             if !std::mem::take(&mut self.touched[slot]) {
                 continue;
