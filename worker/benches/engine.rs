@@ -113,11 +113,12 @@ async fn bench(n: u64) {
             })
             .collect();
         for (kg, group) in groups.iter_mut().enumerate() {
-            let late = decoded.iter().filter(|(k, _, _)| *k == kg);
-            group
-                .prefetch_late(late.filter_map(|(_, _, e)| e.as_ref().ok()))
-                .await
-                .unwrap();
+            let late: Vec<_> = decoded
+                .iter()
+                .filter(|(k, _, _)| *k == kg)
+                .filter_map(|(_, _, e)| e.as_ref().ok())
+                .collect();
+            group.prefetch_late(&late).await.unwrap();
         }
         for (kg, payload, event) in decoded {
             let outputs = groups[kg]

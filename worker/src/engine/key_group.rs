@@ -124,16 +124,13 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Reads, concurrently, the history of the keys of `events` that are late now (their
     /// sessions may be closed), so that accepting them does not wait for one read after another.
     /// Valid until the next [`Self::tick`]: only ticks write history.
-    pub async fn prefetch_late<'a>(
-        &mut self,
-        events: impl IntoIterator<Item = &'a Event>,
-    ) -> Result<(), EngineError> {
+    pub async fn prefetch_late(&mut self, events: &[&Event]) -> Result<(), EngineError> {
         let Some(wm) = self.watermark() else {
             return Ok(());
         };
         let lateness = self.config.allowed_lateness_ms;
         let keys: BTreeSet<String> = events
-            .into_iter()
+            .iter()
             .filter(|e| e.time < wm && e.time >= wm.saturating_sub(lateness))
             .filter(|e| !self.state.pending.contains_key(&e.key))
             .filter(|e| !self.prefetched.contains_key(&e.key))

@@ -23,6 +23,7 @@ use super::router::Router;
 use super::status::{self, HistoryHealth, KeyGroupStatus, StreamStatus};
 use crate::engine::watermark::{self, PartitionWatermark};
 use crate::engine::{Counters, EngineError, KeyGroup, Output};
+use crate::event::Event;
 use crate::history::{History, HistoryError, WriteBehind};
 use crate::http::WorkerState;
 use crate::metrics::EventResult;
@@ -131,11 +132,12 @@ impl Pipeline {
             decoded.push((route.slot, payload, self.groups[route.slot].decode(payload)));
         }
         for slot in 0..self.groups.len() {
-            let events = decoded
+            let events: Vec<&Event> = decoded
                 .iter()
                 .filter(|(s, _, _)| *s == slot)
-                .filter_map(|(_, _, event)| event.as_ref().ok());
-            let result = self.groups[slot].prefetch_late(events).await;
+                .filter_map(|(_, _, event)| event.as_ref().ok())
+                .collect();
+            let result = self.groups[slot].prefetch_late(&events).await;
             self.engine_result(slot, result.map(|()| Vec::new()))?;
         }
         for (slot, payload, event) in decoded {
