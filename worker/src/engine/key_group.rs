@@ -7,7 +7,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use sessionizer_crds::session_job::SinkMode;
 use tracing::{debug, warn};
@@ -243,21 +244,31 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The closed sessions of `keys` (those without a pending buffer), read from history
-    /// concurrently.
+    /// [`PREFETCH_CONCURRENCY`] at a time.
     async fn prefetch(
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, Vec<Session>>, EngineError> {
-        let reads = keys
+        let mut found = HashMap::with_capacity(keys.len());
+        let wanted: Vec<&String> = keys
             .iter()
             .filter(|key| !self.state.pending.contains_key(*key))
-            .map(|key| async move {
-                Ok::<_, EngineError>((key.clone(), self.read_history(key).await?))
-            });
-        futures::stream::iter(reads)
-            .buffer_unordered(PREFETCH_CONCURRENCY)
-            .try_collect()
-            .await
+            .collect();
+        for chunk in wanted.chunks(PREFETCH_CONCURRENCY) {
+            let mut reads = FuturesUnordered::new();
+            for key in chunk {
+                reads.push(self.read_keyed(key));
+            }
+            while let Some(read) = reads.next().await {
+                let (key, sessions) = read?;
+                found.insert(key, sessions);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn read_keyed(&self, key: &str) -> Result<(String, Vec<Session>), EngineError> {
+        Ok((key.to_owned(), self.read_history(key).await?))
     }
 
     /// End of a bounded input (tests, batch replays): closes every open session and flushes

@@ -320,7 +320,7 @@ async fn drive(
                 let mut next = message;
                 while let Some(message) = next {
                     match message {
-                        Ok(message) => batch.push(message),
+                        Ok(message) => batch.extend(p.consumed(&message)),
                         Err(error) => warn!(%error, "consuming"),
                     }
                     if batch.len() >= settings.max_batch {
@@ -329,7 +329,7 @@ async fn drive(
                     // More without waiting, if librdkafka already has them.
                     next = messages.next().now_or_never().flatten();
                 }
-                p.on_batch(seq, &batch, now).await?;
+                p.on_batch(seq, batch, now).await?;
                 p.ledger.seal(seq);
             }
         }

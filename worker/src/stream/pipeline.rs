@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use tracing::{error, warn};
 
 use super::StreamError;
@@ -46,6 +47,19 @@ pub fn is_fatal(error: &EngineError) -> bool {
                 | HistoryError::Open(_)
         )
     )
+}
+
+/// What the pipeline keeps of one consumed message.
+#[derive(Debug)]
+pub struct Consumed {
+    /// The key group slot it belongs to.
+    pub slot: usize,
+    /// Its source partition.
+    pub partition: TopicPartition,
+    /// Its offset.
+    pub offset: i64,
+    /// Its value.
+    pub payload: Vec<u8>,
 }
 
 /// Everything the stream loop owns.
@@ -105,31 +119,42 @@ impl Pipeline {
         }
     }
 
+    /// Takes what the pipeline needs of a consumed message, so the batch holds no borrow of
+    /// the consumer across the awaits of [`Self::on_batch`]; `None` for a partition this worker
+    /// does not own.
+    pub fn consumed(&self, message: &BorrowedMessage<'_>) -> Option<Consumed> {
+        let Some(route) = self.router.route(message.topic(), message.partition()) else {
+            warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                "ignoring a message of a partition this worker does not own"
+            );
+            return None;
+        };
+        Some(Consumed {
+            slot: route.slot,
+            partition: (route.topic, message.partition()),
+            offset: message.offset(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        })
+    }
+
     /// Feeds a batch of consumed messages (batch `seq` of the ledger) into their key groups:
     /// decodes them, reads ahead the history of the late ones, accepts them in order, then
     /// closes what the batch made due.
-    pub async fn on_batch<M: Message>(
+    pub async fn on_batch(
         &mut self,
         seq: u64,
-        messages: &[M],
+        messages: Vec<Consumed>,
         now_ms: i64,
     ) -> Result<(), StreamError> {
         let mut decoded = Vec::with_capacity(messages.len());
         for message in messages {
-            let Some(route) = self.router.route(message.topic(), message.partition()) else {
-                warn!(
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    "ignoring a message of a partition this worker does not own"
-                );
-                continue;
-            };
-            let tp = (route.topic, message.partition());
-            let next = message.offset().saturating_add(1);
-            self.positions.insert(tp, next);
-            self.ledger.consumed(seq, tp, next);
-            let payload = message.payload().unwrap_or_default();
-            decoded.push((route.slot, payload, self.groups[route.slot].decode(payload)));
+            let next = message.offset.saturating_add(1);
+            self.positions.insert(message.partition, next);
+            self.ledger.consumed(seq, message.partition, next);
+            let event = self.groups[message.slot].decode(&message.payload);
+            decoded.push((message.slot, message.payload, event));
         }
         for slot in 0..self.groups.len() {
             let events: Vec<&Event> = decoded
@@ -142,7 +167,7 @@ impl Pipeline {
         }
         for (slot, payload, event) in decoded {
             let result = self.groups[slot]
-                .accept_decoded(event, payload, now_ms)
+                .accept_decoded(event, &payload, now_ms)
                 .await;
             self.touched[slot] = true;
             let outputs = self.engine_result(slot, result)?;
