@@ -125,6 +125,9 @@ pub enum StoreError {
     Format(#[from] FormatError),
 }
 
+/// A manifest file's name and what reading it gave.
+type NamedManifest = (String, Result<Manifest, String>);
+
 /// One job's checkpoints in an object store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
@@ -226,7 +229,13 @@ impl CheckpointStore {
             path: path.to_string(),
             source,
         };
-        self.store.get(path).await.map_err(get)?.bytes().await.map_err(get)
+        self.store
+            .get(path)
+            .await
+            .map_err(get)?
+            .bytes()
+            .await
+            .map_err(get)
     }
 
     /// Encodes and stores key group `checkpoint.key_group` of checkpoint `id`; returns its
@@ -300,28 +309,29 @@ impl CheckpointStore {
                     .unwrap_or(Timestamp::UNIX_EPOCH),
             });
         }
-        let reads = by_id.iter().flat_map(|(id, files)| {
-            files
-                .iter()
-                .filter(|f| parse_manifest_file(&f.name).is_some())
-                .map(move |f| (id.clone(), f.name.clone()))
-        });
-        let manifests: Vec<(String, String, Result<Manifest, String>)> =
-            futures::stream::iter(reads)
-                .map(|(id, name)| async move {
-                    let manifest = match self.get(&self.path(&id, &name)).await {
-                        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
-                        Err(error) => Err(error.to_string()),
-                    };
-                    (id, name, manifest)
-                })
-                .buffer_unordered(MANIFEST_READS)
-                .collect()
-                .await;
-        let mut manifests_by_id: BTreeMap<String, Vec<(String, Result<Manifest, String>)>> =
-            BTreeMap::new();
-        for (id, name, manifest) in manifests {
-            manifests_by_id.entry(id).or_default().push((name, manifest));
+        // Owned pairs and a plain loop of futures: iterator adapters with closures held across
+        // an await make the future's `Send` unprovable for callers that spawn it.
+        let mut reads: Vec<(String, String)> = Vec::new();
+        for (id, files) in &by_id {
+            for file in files {
+                if parse_manifest_file(&file.name).is_some() {
+                    reads.push((id.clone(), file.name.clone()));
+                }
+            }
+        }
+        let mut manifests: Vec<(String, NamedManifest)> = Vec::new();
+        for chunk in reads.chunks(MANIFEST_READS) {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for (id, name) in chunk {
+                pending.push(self.read_manifest(id, name));
+            }
+            while let Some(read) = pending.next().await {
+                manifests.push(read);
+            }
+        }
+        let mut manifests_by_id: BTreeMap<String, Vec<NamedManifest>> = BTreeMap::new();
+        for (id, named) in manifests {
+            manifests_by_id.entry(id).or_default().push(named);
         }
         Ok(by_id
             .iter()
@@ -331,6 +341,14 @@ impl CheckpointStore {
                 CheckpointListing::build(id, files, manifests)
             })
             .collect())
+    }
+
+    async fn read_manifest(&self, id: &str, name: &str) -> (String, NamedManifest) {
+        let manifest = match self.get(&self.path(id, name)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        (id.to_owned(), (name.to_owned(), manifest))
     }
 
     /// The readable manifests of checkpoint `id` (empty if it has none).
@@ -350,11 +368,13 @@ impl CheckpointStore {
         key_group: u32,
     ) -> Result<Option<(String, KeyGroupEntry)>, StoreError> {
         let listings = self.list().await?;
-        Ok(super::manifest::latest_for(&listings, key_group).and_then(|listing| {
-            listing
-                .entry(key_group)
-                .map(|(_, entry)| (listing.id.clone(), entry.clone()))
-        }))
+        Ok(
+            super::manifest::latest_for(&listings, key_group).and_then(|listing| {
+                listing
+                    .entry(key_group)
+                    .map(|(_, entry)| (listing.id.clone(), entry.clone()))
+            }),
+        )
     }
 
     /// Reads and checks key group file `entry` of checkpoint `id`.
@@ -365,7 +385,7 @@ impl CheckpointStore {
     ) -> Result<KeyGroupCheckpoint, StoreError> {
         let path = self.path(id, &entry.file);
         let bytes = self.get(&path).await?;
-        let checkpoint = format::decode(&path.to_string(), &bytes, entry.bytes, &entry.sha256)?;
+        let checkpoint = format::decode(path.as_ref(), &bytes, entry.bytes, &entry.sha256)?;
         if checkpoint.key_group != entry.key_group {
             return Err(FormatError::Decode {
                 file: path.to_string(),
