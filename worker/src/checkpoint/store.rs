@@ -300,12 +300,16 @@ impl CheckpointStore {
                     .unwrap_or(Timestamp::UNIX_EPOCH),
             });
         }
-        let reads = by_id.iter().flat_map(|(id, files)| {
-            files
-                .iter()
-                .filter(|f| parse_manifest_file(&f.name).is_some())
-                .map(move |f| (id.clone(), f.name.clone()))
-        });
+        // Collected first: an iterator of borrowing closures held across the awaits below
+        // would make this future's `Send`-ness unprovable for callers.
+        let mut reads: Vec<(String, String)> = Vec::new();
+        for (id, files) in &by_id {
+            for file in files {
+                if parse_manifest_file(&file.name).is_some() {
+                    reads.push((id.clone(), file.name.clone()));
+                }
+            }
+        }
         let manifests: Vec<(String, String, Result<Manifest, String>)> =
             futures::stream::iter(reads)
                 .map(|(id, name)| async move {
