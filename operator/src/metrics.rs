@@ -190,7 +190,13 @@ impl Metrics {
     }
 
     /// Counts `count` checkpoints of `namespace/job` deleted for `reason`.
-    pub fn checkpoints_deleted(&self, namespace: &str, job: &str, reason: &'static str, count: u64) {
+    pub fn checkpoints_deleted(
+        &self,
+        namespace: &str,
+        job: &str,
+        reason: &'static str,
+        count: u64,
+    ) {
         self.checkpoints
             .deleted
             .get_or_create(&DeletionLabels {

@@ -17,8 +17,7 @@ use sessionizer_e2e::s3::REGION;
 use sessionizer_e2e::{Env, EnvConfig};
 use sessionizer_worker::checkpoint::retention::{self, RetentionPolicy};
 use sessionizer_worker::checkpoint::{
-    CheckpointStore, KeyGroupCheckpoint, LocalDir, Manifest, ManifestScope, StoreCredentials,
-    id_at,
+    CheckpointStore, KeyGroupCheckpoint, LocalDir, Manifest, ManifestScope, StoreCredentials, id_at,
 };
 use sessionizer_worker::engine::KeyGroupState;
 use sessionizer_worker::history::HistoryRecord;
@@ -51,9 +50,8 @@ async fn fixture() -> Fixture {
         ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_key.clone()),
         ("AWS_REGION".to_owned(), REGION.to_owned()),
     ]);
-    let store =
-        CheckpointStore::open(&spec, "team-a", "pageviews", &credentials, LocalDir::Create)
-            .unwrap();
+    let store = CheckpointStore::open(&spec, "team-a", "pageviews", &credentials, LocalDir::Create)
+        .unwrap();
     Fixture { env, bucket, store }
 }
 
@@ -63,7 +61,9 @@ fn key_group(kg: u32) -> KeyGroupCheckpoint {
         ..KeyGroupState::default()
     };
     state.watermark.max_event_time = Some(1_763_776_800_000 + i64::from(kg));
-    state.timers.insert((1_763_776_900_000, format!("user-{kg}")));
+    state
+        .timers
+        .insert((1_763_776_900_000, format!("user-{kg}")));
     KeyGroupCheckpoint {
         key_group: kg,
         offsets: BTreeMap::from([("pageviews".to_owned(), 1000 + i64::from(kg))]),
@@ -114,13 +114,19 @@ async fn checkpoints_round_trip_through_a_real_s3_server() {
     let ids: Vec<&str> = listings.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(ids, [first.as_str(), second.as_str(), third.as_str()]);
     assert!(listings[0].is_complete() && listings[1].is_complete());
-    assert!(!listings[2].is_complete(), "worker 2 never wrote its manifest");
+    assert!(
+        !listings[2].is_complete(),
+        "worker 2 never wrote its manifest"
+    );
     assert_eq!(listings[2].unlisted_files, ["kg-00002.bin", "kg-00003.bin"]);
 
     // Restore: key group 1 from the third checkpoint, key group 3 from the second.
     let (id, entry) = store.latest_for(1).await.unwrap().unwrap();
     assert_eq!(id, third);
-    assert_eq!(store.read_key_group(&id, &entry).await.unwrap(), key_group(1));
+    assert_eq!(
+        store.read_key_group(&id, &entry).await.unwrap(),
+        key_group(1)
+    );
     let (id, entry) = store.latest_for(3).await.unwrap().unwrap();
     assert_eq!(id, second);
     let restored = store.read_key_group(&id, &entry).await.unwrap();
@@ -132,7 +138,14 @@ async fn checkpoints_round_trip_through_a_real_s3_server() {
     let path = Path::from(format!(
         "prefix/deeper/team-a/pageviews/{second}/kg-00003.bin"
     ));
-    let mut bytes = raw.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+    let mut bytes = raw
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
     raw.put(&path, PutPayload::from(bytes)).await.unwrap();
@@ -150,8 +163,18 @@ async fn checkpoints_round_trip_through_a_real_s3_server() {
     let deletions = retention::decide(&listings, &policy, Timestamp::now(), &Default::default());
     assert_eq!(deletions.len(), 1);
     assert_eq!(deletions[0].id, first);
-    assert_eq!(store.delete(&first).await.unwrap(), 6, "4 files and 2 manifests");
-    let ids: Vec<String> = store.list().await.unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(
+        store.delete(&first).await.unwrap(),
+        6,
+        "4 files and 2 manifests"
+    );
+    let ids: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
     assert_eq!(ids, [second.clone(), third.clone()]);
 
     for id in [&second, &third] {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sessionizer_crds::SessionJob;
 use sessionizer_crds::session_job::{CheckpointsSpec, HistoryBackend};
@@ -24,8 +24,7 @@ use sessionizer_e2e::env::unique_name;
 use sessionizer_e2e::s3::REGION;
 use sessionizer_e2e::{Env, Error, install, wait};
 use sessionizer_worker::checkpoint::{
-    CheckpointStore, KeyGroupCheckpoint, LocalDir, Manifest, ManifestScope, StoreCredentials,
-    id_at,
+    CheckpointStore, KeyGroupCheckpoint, LocalDir, Manifest, ManifestScope, StoreCredentials, id_at,
 };
 
 use crate::support::env;
@@ -120,8 +119,7 @@ impl Setup {
             .create(&PostParams::default(), &job)
             .await
             .unwrap();
-        let spec: CheckpointsSpec =
-            serde_json::from_value(self.checkpoints_spec(max_age)).unwrap();
+        let spec: CheckpointsSpec = serde_json::from_value(self.checkpoints_spec(max_age)).unwrap();
         CheckpointStore::open(
             &spec,
             &self.namespace,
@@ -136,7 +134,10 @@ impl Setup {
     async fn wait_gone(&self, name: &str) {
         let jobs = self.jobs();
         wait::until("the SessionJob to be gone", TIMEOUT, || async {
-            let job = jobs.get_opt(name).await.map_err(Error::kube("reading job"))?;
+            let job = jobs
+                .get_opt(name)
+                .await
+                .map_err(Error::kube("reading job"))?;
             Ok::<_, Error>(job.is_none().then_some(()))
         })
         .await
@@ -192,18 +193,24 @@ async fn wait_for_ids(store: &CheckpointStore, expected: &[String], what: &str) 
 /// Waits until the job's status shows `latest` as its newest checkpoint, `retained` kept.
 async fn wait_for_status(setup: &Setup, job: &str, latest: &str, retained: i32) -> SessionJob {
     let jobs = setup.jobs();
-    wait::until("status.checkpoints to show the newest checkpoint", TIMEOUT, || async {
-        let found = jobs.get(job).await.map_err(Error::kube("reading job"))?;
-        let status = found.status.clone().unwrap_or_default();
-        let checkpoints = status.checkpoints.clone().unwrap_or_default();
-        if checkpoints.latest_id.as_deref() == Some(latest)
-            && checkpoints.retained_count == Some(retained)
-        {
-            Ok(Some(found))
-        } else {
-            Err(Error::Other(format!("status.checkpoints now: {checkpoints:?}")))
-        }
-    })
+    wait::until(
+        "status.checkpoints to show the newest checkpoint",
+        TIMEOUT,
+        || async {
+            let found = jobs.get(job).await.map_err(Error::kube("reading job"))?;
+            let status = found.status.clone().unwrap_or_default();
+            let checkpoints = status.checkpoints.clone().unwrap_or_default();
+            if checkpoints.latest_id.as_deref() == Some(latest)
+                && checkpoints.retained_count == Some(retained)
+            {
+                Ok(Some(found))
+            } else {
+                Err(Error::Other(format!(
+                    "status.checkpoints now: {checkpoints:?}"
+                )))
+            }
+        },
+    )
     .await
     .unwrap()
 }
@@ -269,7 +276,10 @@ async fn retention_keeps_the_newest_three_and_removes_leftovers() {
         .await
         .unwrap();
     setup.wait_gone(job).await;
-    assert!(ids(&store).await.unwrap().is_empty(), "every checkpoint deleted");
+    assert!(
+        ids(&store).await.unwrap().is_empty(),
+        "every checkpoint deleted"
+    );
 }
 
 #[tokio::test]

@@ -78,7 +78,10 @@ pub fn after_pass(
             .collect::<Vec<_>>()
             .join("; ");
         events.push(CheckpointEvent::DeleteFailed {
-            message: format!("could not delete {} checkpoint(s): {message}", pass.failed.len()),
+            message: format!(
+                "could not delete {} checkpoint(s): {message}",
+                pass.failed.len()
+            ),
         });
     }
     let condition = |status: Option<&SessionJobStatus>| {
@@ -118,7 +121,11 @@ pub fn summary(deleted: &[Deletion]) -> String {
         .iter()
         .map(|(reason, ids)| format!("{} by {reason} ({})", ids.len(), ids.join(", ")))
         .collect();
-    format!("deleted {} checkpoint(s): {}", deleted.len(), parts.join(", "))
+    format!(
+        "deleted {} checkpoint(s): {}",
+        deleted.len(),
+        parts.join(", ")
+    )
 }
 
 impl CheckpointEvent {
@@ -126,9 +133,11 @@ impl CheckpointEvent {
     pub fn to_event(&self) -> Event {
         let (type_, reason, note) = match self {
             Self::Deleted { summary } => (EventType::Normal, "CheckpointsDeleted", summary.clone()),
-            Self::DeleteFailed { message } => {
-                (EventType::Warning, "CheckpointDeleteFailed", message.clone())
-            }
+            Self::DeleteFailed { message } => (
+                EventType::Warning,
+                "CheckpointDeleteFailed",
+                message.clone(),
+            ),
             Self::Unhealthy { reason, message } => (
                 EventType::Warning,
                 reason.as_str(),
@@ -232,8 +241,9 @@ mod tests {
         assert_eq!(
             events,
             [CheckpointEvent::Deleted {
-                summary: "deleted 3 checkpoint(s): 1 by incomplete (chk-3), 2 by retain (chk-1, chk-2)"
-                    .into()
+                summary:
+                    "deleted 3 checkpoint(s): 1 by incomplete (chk-3), 2 by retain (chk-1, chk-2)"
+                        .into()
             }]
         );
         assert!(after_pass(&pass(&[]), Some(&status("True")), &status("True")).is_empty());
@@ -242,7 +252,9 @@ mod tests {
     #[test]
     fn health_flips_are_reported_once() {
         let events = after_pass(&pass(&[]), Some(&status("True")), &status("False"));
-        assert!(matches!(&events[..], [CheckpointEvent::Unhealthy { reason, .. }] if reason == "CheckpointsStalled"));
+        assert!(
+            matches!(&events[..], [CheckpointEvent::Unhealthy { reason, .. }] if reason == "CheckpointsStalled")
+        );
         assert_eq!(events[0].to_event().type_, EventType::Warning);
         assert!(after_pass(&pass(&[]), Some(&status("False")), &status("False")).is_empty());
         let back = after_pass(&pass(&[]), Some(&status("False")), &status("True"));

@@ -52,10 +52,13 @@ pub async fn open(
         Some(secret) => {
             let name = secret.name.to_string();
             let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            let found = secrets.get(&name).await.map_err(|error| OpenError::Secret {
-                name: name.clone(),
-                message: crate::session_job::apply::describe(&error),
-            })?;
+            let found = secrets
+                .get(&name)
+                .await
+                .map_err(|error| OpenError::Secret {
+                    name: name.clone(),
+                    message: crate::session_job::apply::describe(&error),
+                })?;
             let mut pairs = Vec::new();
             for (key, value) in found.data.unwrap_or_default() {
                 let value = String::from_utf8(value.0).map_err(|_| OpenError::Secret {

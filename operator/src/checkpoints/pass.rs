@@ -14,9 +14,9 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use sessionizer_crds::session_job::RestoreFrom;
 use sessionizer_crds::{SessionJob, SessionJobCutover};
+use sessionizer_worker::checkpoint::CheckpointListing;
 use sessionizer_worker::checkpoint::manifest::latest_complete;
 use sessionizer_worker::checkpoint::retention::{self, Deletion, RetentionPolicy};
-use sessionizer_worker::checkpoint::CheckpointListing;
 
 use super::open;
 use crate::context::Context;
@@ -51,8 +51,7 @@ pub fn protected_ids(job: &SessionJob, cutovers: &[SessionJobCutover]) -> BTreeS
         protected.insert(id);
     }
     for cutover in cutovers {
-        let involved =
-            cutover.spec.from.as_str() == name || cutover.spec.to.as_str() == name;
+        let involved = cutover.spec.from.as_str() == name || cutover.spec.to.as_str() == name;
         if let (true, Some(status)) = (involved, &cutover.status)
             && let Some(id) = status.final_checkpoints.get(&name)
         {
@@ -182,10 +181,17 @@ mod tests {
         let mut job = fixtures::full();
         let name = job.name_any();
         job.spec.checkpoints.restore_from = "Latest".into();
-        assert!(protected_ids(&job, &[]).is_empty(), "Latest protects nothing");
+        assert!(
+            protected_ids(&job, &[]).is_empty(),
+            "Latest protects nothing"
+        );
         job.spec.checkpoints.restore_from = "chk-0000000001000".into();
         let cutovers = [
-            cutover("other", &name, &[(&name, "chk-0000000002000"), ("other", "chk-9")]),
+            cutover(
+                "other",
+                &name,
+                &[(&name, "chk-0000000002000"), ("other", "chk-9")],
+            ),
             cutover("x", "y", &[(&name, "chk-0000000003000")]),
         ];
         let protected = protected_ids(&job, &cutovers);

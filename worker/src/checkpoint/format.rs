@@ -121,10 +121,7 @@ pub fn decode(
     if bytes.len() as u64 != expected_len {
         return Err(FormatError::Checksum {
             file: file.to_owned(),
-            message: format!(
-                "{} bytes, the manifest says {expected_len}",
-                bytes.len()
-            ),
+            message: format!("{} bytes, the manifest says {expected_len}", bytes.len()),
         });
     }
     let actual = sha256_hex(bytes);
@@ -174,7 +171,11 @@ mod records {
     struct Out<'a>(&'a str, #[serde(with = "bin")] &'a [u8], u64);
 
     #[derive(serde::Deserialize)]
-    struct In(String, #[serde(deserialize_with = "bin::deserialize")] Vec<u8>, u64);
+    struct In(
+        String,
+        #[serde(deserialize_with = "bin::deserialize")] Vec<u8>,
+        u64,
+    );
 
     pub fn serialize<S: Serializer>(
         records: &[HistoryRecord],
@@ -208,7 +209,9 @@ mod records {
             serializer.serialize_bytes(bytes)
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<u8>, D::Error> {
             deserializer.deserialize_byte_buf(BytesVisitor)
         }
 
@@ -259,7 +262,9 @@ pub(crate) mod tests {
             "attributes": {},
         }))
         .unwrap();
-        state.open.insert("user-1".into(), vec![session.clone(), session]);
+        state
+            .open
+            .insert("user-1".into(), vec![session.clone(), session]);
         state.timers.insert((1_763_776_900_000, "user-1".into()));
         state.meta.insert(
             "user-1".into(),
@@ -322,7 +327,11 @@ pub(crate) mod tests {
     #[test]
     fn unknown_magic_version_or_codec_is_refused() {
         let bytes = encode(&sample(3)).unwrap();
-        for (at, value, expect) in [(0, b'X', "magic"), (5, 9, "format version"), (6, 9, "codec")] {
+        for (at, value, expect) in [
+            (0, b'X', "magic"),
+            (5, 9, "format version"),
+            (6, 9, "codec"),
+        ] {
             let mut bad = bytes.clone();
             bad[at] = value;
             let sha = sha256_hex(&bad);

@@ -71,7 +71,13 @@ mod tests {
     #[test]
     fn only_well_formed_ids_are_recognized() {
         assert!(is_checkpoint_id("chk-1763776800000"));
-        for bad in ["chk-42", "chk-17637768000001", "chk-17637768x0000", "kg-00001", ""] {
+        for bad in [
+            "chk-42",
+            "chk-17637768000001",
+            "chk-17637768x0000",
+            "kg-00001",
+            "",
+        ] {
             assert!(!is_checkpoint_id(bad), "{bad}");
         }
         assert!(final_id(1_763_776_800_001) > periodic_id(1_763_776_800_001, 60_000));

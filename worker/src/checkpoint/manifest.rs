@@ -367,7 +367,10 @@ pub(crate) mod tests {
     fn file_names_round_trip() {
         assert_eq!(key_group_file(7), "kg-00007.bin");
         assert_eq!(manifest_file(0, 12), "manifest-00000-00012.json");
-        assert_eq!(parse_manifest_file("manifest-00004-00008.json"), Some((4, 8)));
+        assert_eq!(
+            parse_manifest_file("manifest-00004-00008.json"),
+            Some((4, 8))
+        );
         assert_eq!(parse_key_group_file("kg-00011.bin"), Some(11));
         assert_eq!(parse_key_group_file("kg-x.bin"), None);
         assert_eq!(parse_manifest_file("manifest-1.json"), None);
@@ -400,11 +403,18 @@ pub(crate) mod tests {
     #[test]
     fn two_workers_make_a_checkpoint_complete_together() {
         let id = "chk-0000000001000";
-        let files = [file("kg-00000.bin", 5), file("kg-00001.bin", 6), file("kg-00002.bin", 9)];
+        let files = [
+            file("kg-00000.bin", 5),
+            file("kg-00001.bin", 6),
+            file("kg-00002.bin", 9),
+        ];
         let half = CheckpointListing::build(
             id,
             &files,
-            vec![("manifest-00000-00002.json".into(), Ok(manifest(id, 0, 2, 4)))],
+            vec![(
+                "manifest-00000-00002.json".into(),
+                Ok(manifest(id, 0, 2, 4)),
+            )],
         );
         assert!(half.has_manifest());
         assert!(!half.is_complete());
@@ -416,8 +426,14 @@ pub(crate) mod tests {
             id,
             &files,
             vec![
-                ("manifest-00000-00002.json".into(), Ok(manifest(id, 0, 2, 4))),
-                ("manifest-00002-00004.json".into(), Ok(manifest(id, 2, 4, 4))),
+                (
+                    "manifest-00000-00002.json".into(),
+                    Ok(manifest(id, 0, 2, 4)),
+                ),
+                (
+                    "manifest-00002-00004.json".into(),
+                    Ok(manifest(id, 2, 4, 4)),
+                ),
             ],
         );
         assert!(whole.is_complete());

@@ -111,7 +111,9 @@ pub fn decide(
         }
         if !listing.has_manifest() {
             let idle = now.duration_since(listing.newest_modified);
-            if idle.as_millis() > i128::try_from(policy.incomplete_grace.as_millis()).unwrap_or(i128::MAX) {
+            if idle.as_millis()
+                > i128::try_from(policy.incomplete_grace.as_millis()).unwrap_or(i128::MAX)
+            {
                 deletions.push(Deletion {
                     id: id.to_owned(),
                     reason: DeletionReason::Incomplete,
@@ -133,10 +135,13 @@ pub fn decide(
         let reason = if ranks.iter().all(|&rank| rank >= retain) {
             Some(DeletionReason::Retain)
         } else {
-            let too_old = policy.max_age.zip(listing.millis()).is_some_and(|(max_age, at)| {
-                let age_ms = i128::from(now_ms) - i128::from(at);
-                age_ms > i128::try_from(max_age.as_millis()).unwrap_or(i128::MAX)
-            });
+            let too_old = policy
+                .max_age
+                .zip(listing.millis())
+                .is_some_and(|(max_age, at)| {
+                    let age_ms = i128::from(now_ms) - i128::from(at);
+                    age_ms > i128::try_from(max_age.as_millis()).unwrap_or(i128::MAX)
+                });
             too_old.then_some(DeletionReason::MaxAge)
         };
         if let Some(reason) = reason {

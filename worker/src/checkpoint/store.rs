@@ -226,7 +226,13 @@ impl CheckpointStore {
             path: path.to_string(),
             source,
         };
-        self.store.get(path).await.map_err(get)?.bytes().await.map_err(get)
+        self.store
+            .get(path)
+            .await
+            .map_err(get)?
+            .bytes()
+            .await
+            .map_err(get)
     }
 
     /// Encodes and stores key group `checkpoint.key_group` of checkpoint `id`; returns its
@@ -325,7 +331,10 @@ impl CheckpointStore {
         let mut manifests_by_id: BTreeMap<String, Vec<(String, Result<Manifest, String>)>> =
             BTreeMap::new();
         for (id, name, manifest) in manifests {
-            manifests_by_id.entry(id).or_default().push((name, manifest));
+            manifests_by_id
+                .entry(id)
+                .or_default()
+                .push((name, manifest));
         }
         Ok(by_id
             .iter()
@@ -354,11 +363,13 @@ impl CheckpointStore {
         key_group: u32,
     ) -> Result<Option<(String, KeyGroupEntry)>, StoreError> {
         let listings = self.list().await?;
-        Ok(super::manifest::latest_for(&listings, key_group).and_then(|listing| {
-            listing
-                .entry(key_group)
-                .map(|(_, entry)| (listing.id.clone(), entry.clone()))
-        }))
+        Ok(
+            super::manifest::latest_for(&listings, key_group).and_then(|listing| {
+                listing
+                    .entry(key_group)
+                    .map(|(_, entry)| (listing.id.clone(), entry.clone()))
+            }),
+        )
     }
 
     /// Reads and checks key group file `entry` of checkpoint `id`.

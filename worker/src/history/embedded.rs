@@ -655,7 +655,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(START);
         let store = open(dir.path(), &clock);
-        for key in ["ns/job/1/a", "ns/job/10/a", "ns/job/1/b", "ns/job/2/a", "ns/job/0/z"] {
+        for key in [
+            "ns/job/1/a",
+            "ns/job/10/a",
+            "ns/job/1/b",
+            "ns/job/2/a",
+            "ns/job/0/z",
+        ] {
             store.put(key, b"x", Duration::from_secs(60)).await.unwrap();
         }
         let mut keys = Vec::new();

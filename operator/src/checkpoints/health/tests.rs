@@ -37,8 +37,7 @@ fn checkpoint(second: i64, ranges: &[(u32, u32)]) -> CheckpointListing {
                     history_records: 0,
                 })
                 .collect();
-            let manifest =
-                Manifest::new(&scope, &id, at(second), at(second + 2), entries, false);
+            let manifest = Manifest::new(&scope, &id, at(second), at(second + 2), entries, false);
             (format!("manifest-{first:05}-{end:05}.json"), Ok(manifest))
         })
         .collect();
@@ -60,11 +59,18 @@ fn status_shows_the_newest_complete_checkpoint_and_the_retained_count() {
         checkpoint(T0 + 120, &[(0, 1)]),
     ];
     let status = checkpoints_status(&listings);
-    assert_eq!(status.latest_id.as_deref(), Some(id_at((T0 + 60) * 1000).as_str()));
+    assert_eq!(
+        status.latest_id.as_deref(),
+        Some(id_at((T0 + 60) * 1000).as_str())
+    );
     assert_eq!(status.latest_time, Some(Time(at(T0 + 62))));
     assert_eq!(status.latest_bytes, Some(2000));
     assert_eq!(status.latest_duration_millis, Some(2000));
-    assert_eq!(status.retained_count, Some(2), "the partial one does not count");
+    assert_eq!(
+        status.retained_count,
+        Some(2),
+        "the partial one does not count"
+    );
     assert_eq!(checkpoints_status(&[]).latest_id, None);
     assert_eq!(checkpoints_status(&[]).retained_count, Some(0));
 }
@@ -73,15 +79,25 @@ fn status_shows_the_newest_complete_checkpoint_and_the_retained_count() {
 fn recent_checkpoints_are_healthy() {
     let listings = vec![checkpoint(T0, &[(0, 2)])];
     let verdict = health(&listings, INTERVAL, Some(at(T0 - 3600)), None, at(T0 + 90));
-    assert_eq!((verdict.status, verdict.reason), ("True", "CheckpointsCompleting"));
-    assert!(verdict.message.contains("completed 1m28s ago"), "{}", verdict.message);
+    assert_eq!(
+        (verdict.status, verdict.reason),
+        ("True", "CheckpointsCompleting")
+    );
+    assert!(
+        verdict.message.contains("completed 1m28s ago"),
+        "{}",
+        verdict.message
+    );
 }
 
 #[test]
 fn no_checkpoint_for_three_intervals_is_stalled() {
     let listings = vec![checkpoint(T0, &[(0, 2)])];
     let verdict = health(&listings, INTERVAL, Some(at(T0 - 3600)), None, at(T0 + 183));
-    assert_eq!((verdict.status, verdict.reason), ("False", "CheckpointsStalled"));
+    assert_eq!(
+        (verdict.status, verdict.reason),
+        ("False", "CheckpointsStalled")
+    );
     assert!(verdict.message.contains("3m1s"), "{}", verdict.message);
     let stopped = health(
         &listings,

@@ -121,16 +121,20 @@ fn incomplete_leftovers_go_after_the_grace_period() {
     let deletions = decide(&listings, &policy(3), at_minute(31), &BTreeSet::new());
     assert_eq!(
         deleted(&deletions),
-        [(2, DeletionReason::Incomplete), (20, DeletionReason::Incomplete)]
+        [
+            (2, DeletionReason::Incomplete),
+            (20, DeletionReason::Incomplete)
+        ]
     );
 }
 
 #[test]
 fn unreadable_manifests_and_foreign_names_are_never_touched() {
     let mut future = incomplete(1);
-    future
-        .unreadable_manifests
-        .push(("manifest-00000-00001.json".into(), "format version 2".into()));
+    future.unreadable_manifests.push((
+        "manifest-00000-00001.json".into(),
+        "format version 2".into(),
+    ));
     let mut foreign = incomplete(2);
     foreign.id = "backup-2024".into();
     let listings = vec![future, foreign, complete(3)];

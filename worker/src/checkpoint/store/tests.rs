@@ -75,7 +75,10 @@ async fn written_checkpoints_are_listed_and_read_back() {
     let listing = store.list().await.unwrap().remove(0);
     assert!(listing.is_complete());
     assert_eq!(listing.manifests.len(), 2);
-    assert!(listing.stored_bytes > listing.checkpoint_bytes(), "manifests count too");
+    assert!(
+        listing.stored_bytes > listing.checkpoint_bytes(),
+        "manifests count too"
+    );
 
     let (latest, entry) = store.latest_for(3).await.unwrap().unwrap();
     assert_eq!(latest, id);
@@ -120,15 +123,25 @@ async fn delete_removes_a_whole_checkpoint_and_only_that() {
     let foreign = dir.path().join("checkpoints/team-a/pageviews/README");
     std::fs::write(&foreign, "not a checkpoint").unwrap();
 
-    assert_eq!(store.delete(&old).await.unwrap(), 5, "4 files and a manifest");
+    assert_eq!(
+        store.delete(&old).await.unwrap(),
+        5,
+        "4 files and a manifest"
+    );
     let listings = store.list().await.unwrap();
     assert_eq!(
         listings.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
         [new.as_str()]
     );
-    assert!(foreign.is_file(), "names that are not checkpoints are left alone");
     assert!(
-        !dir.path().join("checkpoints/team-a/pageviews").join(&old).exists(),
+        foreign.is_file(),
+        "names that are not checkpoints are left alone"
+    );
+    assert!(
+        !dir.path()
+            .join("checkpoints/team-a/pageviews")
+            .join(&old)
+            .exists(),
         "the empty directory goes too"
     );
     assert_eq!(store.delete(&old).await.unwrap(), 0, "idempotent");
