@@ -129,7 +129,7 @@ pub fn decide(
             .iter()
             .map(|&kg| newer.get(&(id, kg)).copied().unwrap_or(0))
             .collect();
-        if ranks.iter().any(|&rank| rank == 0) {
+        if ranks.contains(&0) {
             continue;
         }
         let reason = if ranks.iter().all(|&rank| rank >= retain) {

@@ -31,6 +31,9 @@ use super::manifest::{
 /// Manifests read at once while listing.
 const MANIFEST_READS: usize = 8;
 
+/// A manifest file's name and what reading it gave.
+type ManifestRead = (String, Result<Manifest, String>);
+
 /// Object store settings from the environment or a Secret: `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_SESSION_TOKEN`, … (every `AWS_*` key
 /// `object_store` knows). Its `Debug` shows key names only.
@@ -328,8 +331,7 @@ impl CheckpointStore {
                 .buffer_unordered(MANIFEST_READS)
                 .collect()
                 .await;
-        let mut manifests_by_id: BTreeMap<String, Vec<(String, Result<Manifest, String>)>> =
-            BTreeMap::new();
+        let mut manifests_by_id: BTreeMap<String, Vec<ManifestRead>> = BTreeMap::new();
         for (id, name, manifest) in manifests {
             manifests_by_id
                 .entry(id)
@@ -380,7 +382,7 @@ impl CheckpointStore {
     ) -> Result<KeyGroupCheckpoint, StoreError> {
         let path = self.path(id, &entry.file);
         let bytes = self.get(&path).await?;
-        let checkpoint = format::decode(&path.to_string(), &bytes, entry.bytes, &entry.sha256)?;
+        let checkpoint = format::decode(path.as_ref(), &bytes, entry.bytes, &entry.sha256)?;
         if checkpoint.key_group != entry.key_group {
             return Err(FormatError::Decode {
                 file: path.to_string(),
