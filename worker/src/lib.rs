@@ -12,6 +12,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod event;
 pub mod history;

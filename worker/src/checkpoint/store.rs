@@ -31,9 +31,6 @@ use super::manifest::{
 /// Manifests read at once while listing.
 const MANIFEST_READS: usize = 8;
 
-/// A manifest file's name and what reading it gave.
-type ManifestRead = (String, Result<Manifest, String>);
-
 /// Object store settings from the environment or a Secret: `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_SESSION_TOKEN`, … (every `AWS_*` key
 /// `object_store` knows). Its `Debug` shows key names only.
@@ -127,6 +124,9 @@ pub enum StoreError {
     #[error(transparent)]
     Format(#[from] FormatError),
 }
+
+/// A manifest file's name and what reading it gave.
+type NamedManifest = (String, Result<Manifest, String>);
 
 /// One job's checkpoints in an object store. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -309,8 +309,8 @@ impl CheckpointStore {
                     .unwrap_or(Timestamp::UNIX_EPOCH),
             });
         }
-        // Collected first: an iterator of borrowing closures held across the awaits below
-        // would make this future's `Send`-ness unprovable for callers.
+        // Owned pairs and a plain loop of futures: iterator adapters with closures held across
+        // an await make the future's `Send` unprovable for callers that spawn it.
         let mut reads: Vec<(String, String)> = Vec::new();
         for (id, files) in &by_id {
             for file in files {
@@ -319,24 +319,19 @@ impl CheckpointStore {
                 }
             }
         }
-        let manifests: Vec<(String, String, Result<Manifest, String>)> =
-            futures::stream::iter(reads)
-                .map(|(id, name)| async move {
-                    let manifest = match self.get(&self.path(&id, &name)).await {
-                        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
-                        Err(error) => Err(error.to_string()),
-                    };
-                    (id, name, manifest)
-                })
-                .buffer_unordered(MANIFEST_READS)
-                .collect()
-                .await;
-        let mut manifests_by_id: BTreeMap<String, Vec<ManifestRead>> = BTreeMap::new();
-        for (id, name, manifest) in manifests {
-            manifests_by_id
-                .entry(id)
-                .or_default()
-                .push((name, manifest));
+        let mut manifests: Vec<(String, NamedManifest)> = Vec::new();
+        for chunk in reads.chunks(MANIFEST_READS) {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for (id, name) in chunk {
+                pending.push(self.read_manifest(id, name));
+            }
+            while let Some(read) = pending.next().await {
+                manifests.push(read);
+            }
+        }
+        let mut manifests_by_id: BTreeMap<String, Vec<NamedManifest>> = BTreeMap::new();
+        for (id, named) in manifests {
+            manifests_by_id.entry(id).or_default().push(named);
         }
         Ok(by_id
             .iter()
@@ -346,6 +341,14 @@ impl CheckpointStore {
                 CheckpointListing::build(id, files, manifests)
             })
             .collect())
+    }
+
+    async fn read_manifest(&self, id: &str, name: &str) -> (String, NamedManifest) {
+        let manifest = match self.get(&self.path(id, name)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        (id.to_owned(), (name.to_owned(), manifest))
     }
 
     /// The readable manifests of checkpoint `id` (empty if it has none).
