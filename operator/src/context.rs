@@ -13,6 +13,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use sessionizer_crds::SessionJob;
+use sessionizer_worker::checkpoint::retention::DEFAULT_INCOMPLETE_GRACE;
 
 use crate::metrics::Metrics;
 use crate::session_job::kafka::PartitionLookup;
@@ -32,6 +33,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reads partition counts from Kafka.
     pub kafka: Arc<dyn PartitionLookup>,
+    /// How long retention leaves a checkpoint without a manifest alone.
+    pub incomplete_checkpoint_grace: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SessionJob>, u32>>,
 }
@@ -49,8 +52,15 @@ impl Context {
             recorder,
             metrics,
             kafka,
+            incomplete_checkpoint_grace: DEFAULT_INCOMPLETE_GRACE,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the grace period of checkpoints without a manifest (`--incomplete-checkpoint-grace`).
+    pub fn with_incomplete_checkpoint_grace(mut self, grace: Duration) -> Self {
+        self.incomplete_checkpoint_grace = grace;
+        self
     }
 
     /// Records a failure of `job` and returns how long to wait before the next try:
