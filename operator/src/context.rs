@@ -15,6 +15,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use sessionizer_crds::SessionJob;
+use sessionizer_worker::checkpoint::retention::DEFAULT_INCOMPLETE_GRACE;
 
 use crate::history_store::Monitor;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct Context {
     pub kafka: Arc<dyn PartitionLookup>,
     /// The Aerospike capacity monitor's per-job state (last report, growth samples).
     pub history_store: Monitor,
+    /// How long retention leaves a checkpoint without a manifest alone.
+    pub incomplete_checkpoint_grace: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SessionJob>, u32>>,
 }
@@ -55,8 +58,15 @@ impl Context {
             metrics,
             kafka,
             history_store: Monitor::default(),
+            incomplete_checkpoint_grace: DEFAULT_INCOMPLETE_GRACE,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the grace period of checkpoints without a manifest (`--incomplete-checkpoint-grace`).
+    pub fn with_incomplete_checkpoint_grace(mut self, grace: Duration) -> Self {
+        self.incomplete_checkpoint_grace = grace;
+        self
     }
 
     /// Records a failure of `job` and returns how long to wait before the next try:

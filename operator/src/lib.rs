@@ -7,6 +7,7 @@
 //! reconcile that applies them); [`run`] wires it to [`leader`] election, the [`http`] server and
 //! [`metrics`]; [`names`] holds every label, annotation and name the operator writes.
 
+pub mod checkpoints;
 pub mod cli;
 pub mod context;
 pub mod health;

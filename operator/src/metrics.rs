@@ -1,5 +1,7 @@
 //! The operator's Prometheus metrics: reconcile counts, failures by cause, reconcile durations,
-//! whether this replica leads, and the history store capacity per job (`history_store_*`). Served by [`crate::http`] at `/metrics`.
+//! whether this replica leads, each job's checkpoints (latest success, size, duration,
+//! retained count, deletions by reason) and history store capacity
+//! ([`crate::history_store::gauges`]). Served by [`crate::http`] at `/metrics`.
 //!
 //! Metric names and label values are a contract with dashboards and alerts: failure causes come
 //! from the errors' static `metric_label()`, never from free text, so the label set stays small.
@@ -15,7 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sessionizer_crds::session_job::{HistoryStoreLevel, HistoryStoreStatus};
+use sessionizer_crds::session_job::HistoryStoreStatus;
+
+use crate::history_store;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "sessionizer_operator";
@@ -36,7 +40,7 @@ pub struct FailureLabels {
     pub cause: &'static str,
 }
 
-/// Labels of per-job gauges.
+/// Labels of the per-job checkpoint gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     /// The SessionJob's namespace.
@@ -45,39 +49,36 @@ pub struct JobLabels {
     pub job: String,
 }
 
-/// Labels of the history store level gauge (one series per level, 1 for the current one).
+/// Labels of the checkpoint deletion counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LevelLabels {
+pub struct DeletionLabels {
     /// The SessionJob's namespace.
     pub namespace: String,
     /// The SessionJob's name.
     pub job: String,
-    /// `Healthy`, `Warning`, `Breached`, `StopWrites`, `Unreachable` or `Unknown`.
-    pub level: &'static str,
+    /// `retain`, `max_age`, `incomplete` or `finalizer`.
+    pub reason: &'static str,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+/// The newest complete checkpoint of a job, as the checkpoint gauges show it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatestCheckpoint {
+    /// When it completed, in Unix seconds.
+    pub completed_seconds: f64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How long it took, in seconds.
+    pub duration_seconds: f64,
+}
 
-/// Every history store level, with its label value.
-const LEVELS: [(HistoryStoreLevel, &str); 6] = [
-    (HistoryStoreLevel::Unknown, "Unknown"),
-    (HistoryStoreLevel::Unreachable, "Unreachable"),
-    (HistoryStoreLevel::Healthy, "Healthy"),
-    (HistoryStoreLevel::Warning, "Warning"),
-    (HistoryStoreLevel::Breached, "Breached"),
-    (HistoryStoreLevel::StopWrites, "StopWrites"),
-];
-
-/// The history store capacity gauges, per job.
+/// The per-job checkpoint metrics.
 #[derive(Default)]
-struct HistoryStoreGauges {
-    used: Family<JobLabels, FloatGauge>,
-    eviction_mark: Family<JobLabels, FloatGauge>,
-    stop_writes_mark: Family<JobLabels, FloatGauge>,
-    eviction_disabled: Family<JobLabels, Gauge>,
-    reachable: Family<JobLabels, Gauge>,
-    level: Family<LevelLabels, Gauge>,
-    projected: Family<JobLabels, FloatGauge>,
+struct CheckpointMetrics {
+    last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    retained: Family<JobLabels, Gauge>,
+    deleted: Family<DeletionLabels, Counter>,
+    bytes: Family<JobLabels, Gauge>,
+    duration: Family<JobLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// The metrics and the registry that serves them.
@@ -87,7 +88,8 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     leader: Gauge,
-    history_store: HistoryStoreGauges,
+    checkpoints: CheckpointMetrics,
+    history_store: history_store::gauges::Gauges,
 }
 
 impl Default for Metrics {
@@ -125,99 +127,112 @@ impl Metrics {
             "1 while this replica holds the leader lease and reconciles, 0 while it stands by",
             leader.clone(),
         );
-        let history_store = HistoryStoreGauges::default();
-        register_history_store(&mut registry, &history_store);
+        let checkpoints = CheckpointMetrics::default();
+        registry.register(
+            "checkpoint_last_success_timestamp_seconds",
+            "When the newest complete checkpoint of the job completed (Unix time)",
+            checkpoints.last_success.clone(),
+        );
+        registry.register(
+            "checkpoints_retained",
+            "Complete checkpoints of the job kept in the object store",
+            checkpoints.retained.clone(),
+        );
+        registry.register(
+            "checkpoints_deleted",
+            "Checkpoints the operator deleted, by reason (retain, max_age, incomplete, finalizer)",
+            checkpoints.deleted.clone(),
+        );
+        registry.register(
+            "checkpoint_bytes",
+            "Size of the newest complete checkpoint of the job",
+            checkpoints.bytes.clone(),
+        );
+        registry.register(
+            "checkpoint_duration_seconds",
+            "How long the newest complete checkpoint of the job took to write",
+            checkpoints.duration.clone(),
+        );
+        let history_store = history_store::gauges::Gauges::register(&mut registry);
         Self {
             registry,
             reconciliations,
             failures,
             duration,
             leader,
+            checkpoints,
             history_store,
         }
     }
 
-    /// Publishes a job's `status.historyStore` as gauges.
+    /// Publishes a job's `status.historyStore` as the `history_store_*` gauges.
     pub fn record_history_store(&self, namespace: &str, job: &str, status: &HistoryStoreStatus) {
-        let labels = JobLabels {
-            namespace: namespace.to_owned(),
-            job: job.to_owned(),
-        };
-        let gauges = &self.history_store;
-        let reachable = !matches!(status.level, HistoryStoreLevel::Unreachable);
-        gauges
-            .reachable
+        self.history_store
+            .record(&job_labels(namespace, job), status);
+    }
+
+    /// Drops a job's history store gauges (deleted, or no longer on Aerospike).
+    pub fn forget_history_store(&self, namespace: &str, job: &str) {
+        self.history_store.forget(&job_labels(namespace, job));
+    }
+
+    /// Records what the object store holds for job `namespace/job`: its newest complete
+    /// checkpoint (if any) and how many complete ones are retained.
+    pub fn set_checkpoints(
+        &self,
+        namespace: &str,
+        job: &str,
+        latest: Option<LatestCheckpoint>,
+        retained: usize,
+    ) {
+        let labels = job_labels(namespace, job);
+        let metrics = &self.checkpoints;
+        metrics
+            .retained
             .get_or_create(&labels)
-            .set(i64::from(reachable));
-        for (level, name) in LEVELS {
-            gauges
-                .level
-                .get_or_create(&LevelLabels {
-                    namespace: labels.namespace.clone(),
-                    job: labels.job.clone(),
-                    level: name,
-                })
-                .set(i64::from(level == status.level));
-        }
-        let set = |family: &Family<JobLabels, FloatGauge>, value: Option<i32>| match value {
-            Some(value) => {
-                family.get_or_create(&labels).set(f64::from(value));
-            }
-            None => {
-                family.remove(&labels);
-            }
-        };
-        set(&gauges.used, status.used_percent);
-        set(&gauges.eviction_mark, status.eviction_mark_percent);
-        set(&gauges.stop_writes_mark, status.stop_writes_mark_percent);
-        match status.eviction_disabled {
-            Some(off) => {
-                gauges
-                    .eviction_disabled
-                    .get_or_create(&labels)
-                    .set(i64::from(off));
-            }
-            None => {
-                gauges.eviction_disabled.remove(&labels);
-            }
-        }
-        match &status.projected_eviction_mark_time {
-            Some(time) => {
-                gauges
-                    .projected
-                    .get_or_create(&labels)
-                    .set(time.0.as_second() as f64);
-            }
-            None => {
-                gauges.projected.remove(&labels);
-            }
+            .set(i64::try_from(retained).unwrap_or(i64::MAX));
+        if let Some(latest) = latest {
+            metrics
+                .last_success
+                .get_or_create(&labels)
+                .set(latest.completed_seconds);
+            metrics
+                .bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(latest.bytes).unwrap_or(i64::MAX));
+            metrics
+                .duration
+                .get_or_create(&labels)
+                .set(latest.duration_seconds);
         }
     }
 
-    /// Removes a job's history store gauges (it no longer uses Aerospike).
-    pub fn forget_history_store(&self, namespace: &str, job: &str) {
-        let labels = JobLabels {
-            namespace: namespace.to_owned(),
-            job: job.to_owned(),
-        };
-        let gauges = &self.history_store;
-        for family in [
-            &gauges.used,
-            &gauges.eviction_mark,
-            &gauges.stop_writes_mark,
-            &gauges.projected,
-        ] {
-            family.remove(&labels);
-        }
-        gauges.eviction_disabled.remove(&labels);
-        gauges.reachable.remove(&labels);
-        for (_, level) in LEVELS {
-            gauges.level.remove(&LevelLabels {
-                namespace: labels.namespace.clone(),
-                job: labels.job.clone(),
-                level,
-            });
-        }
+    /// Counts `count` checkpoints of `namespace/job` deleted for `reason`.
+    pub fn checkpoints_deleted(
+        &self,
+        namespace: &str,
+        job: &str,
+        reason: &'static str,
+        count: u64,
+    ) {
+        self.checkpoints
+            .deleted
+            .get_or_create(&DeletionLabels {
+                namespace: namespace.to_owned(),
+                job: job.to_owned(),
+                reason,
+            })
+            .inc_by(count);
+    }
+
+    /// Drops the checkpoint gauges of a deleted job (the deletion counters stay).
+    pub fn forget_checkpoints(&self, namespace: &str, job: &str) {
+        let labels = job_labels(namespace, job);
+        let metrics = &self.checkpoints;
+        metrics.last_success.remove(&labels);
+        metrics.retained.remove(&labels);
+        metrics.bytes.remove(&labels);
+        metrics.duration.remove(&labels);
     }
 
     /// Counts a reconcile of `controller` and returns a guard that records its duration when
@@ -252,44 +267,6 @@ impl Metrics {
     }
 }
 
-fn register_history_store(registry: &mut Registry, gauges: &HistoryStoreGauges) {
-    registry.register(
-        "history_store_used_percent",
-        "Used storage (or memory, whichever is closer to its marks) of the history store namespace on its worst node, in percent",
-        gauges.used.clone(),
-    );
-    registry.register(
-        "history_store_eviction_mark_percent",
-        "Eviction mark (high-water mark) of the worst node, in percent; 0 means eviction is off",
-        gauges.eviction_mark.clone(),
-    );
-    registry.register(
-        "history_store_stop_writes_mark_percent",
-        "Stop-writes mark on used space of the worst node, in percent",
-        gauges.stop_writes_mark.clone(),
-    );
-    registry.register(
-        "history_store_eviction_disabled",
-        "1 when the namespace's eviction mark is 0 (Aerospike never evicts early)",
-        gauges.eviction_disabled.clone(),
-    );
-    registry.register(
-        "history_store_reachable",
-        "1 when at least one Aerospike node answered the last capacity probe",
-        gauges.reachable.clone(),
-    );
-    registry.register(
-        "history_store_level",
-        "1 for the job's current history store level, 0 for the others",
-        gauges.level.clone(),
-    );
-    registry.register(
-        "history_store_projected_eviction_mark_timestamp_seconds",
-        "When the eviction mark will be reached at the observed growth rate (unix seconds); absent when not growing",
-        gauges.projected.clone(),
-    );
-}
-
 /// Records a reconcile's duration when dropped.
 pub struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
@@ -303,6 +280,13 @@ impl Drop for ReconcileTimer<'_> {
             .duration
             .get_or_create(&self.labels)
             .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn job_labels(namespace: &str, job: &str) -> JobLabels {
+    JobLabels {
+        namespace: namespace.to_owned(),
+        job: job.to_owned(),
     }
 }
 
@@ -348,34 +332,29 @@ mod tests {
     }
 
     #[test]
-    fn history_store_gauges_follow_the_status_and_can_be_removed() {
+    fn checkpoint_metrics_carry_the_names_dashboards_use() {
         let metrics = Metrics::new();
-        let status = HistoryStoreStatus {
-            level: HistoryStoreLevel::Warning,
-            used_percent: Some(55),
-            eviction_mark_percent: Some(60),
-            stop_writes_mark_percent: Some(70),
-            eviction_disabled: Some(false),
-            ..HistoryStoreStatus::default()
+        let latest = LatestCheckpoint {
+            completed_seconds: 1_763_776_800.5,
+            bytes: 4096,
+            duration_seconds: 1.25,
         };
-        metrics.record_history_store("analytics", "pageviews", &status);
+        metrics.set_checkpoints("team-a", "pageviews", Some(latest), 3);
+        metrics.checkpoints_deleted("team-a", "pageviews", "retain", 7);
         let text = metrics.encode().unwrap();
-        let labels = "namespace=\"analytics\",job=\"pageviews\"";
+        let job = "{namespace=\"team-a\",job=\"pageviews\"}";
         for line in [
-            format!("sessionizer_operator_history_store_used_percent{{{labels}}} 55.0"),
-            format!("sessionizer_operator_history_store_eviction_mark_percent{{{labels}}} 60.0"),
-            format!("sessionizer_operator_history_store_stop_writes_mark_percent{{{labels}}} 70.0"),
-            format!("sessionizer_operator_history_store_reachable{{{labels}}} 1"),
-            format!("sessionizer_operator_history_store_level{{{labels},level=\"Warning\"}} 1"),
-            format!("sessionizer_operator_history_store_level{{{labels},level=\"Healthy\"}} 0"),
+            format!("sessionizer_operator_checkpoint_last_success_timestamp_seconds{job} 1763776800.5"),
+            format!("sessionizer_operator_checkpoints_retained{job} 3"),
+            format!("sessionizer_operator_checkpoint_bytes{job} 4096"),
+            format!("sessionizer_operator_checkpoint_duration_seconds{job} 1.25"),
+            "sessionizer_operator_checkpoints_deleted_total{namespace=\"team-a\",job=\"pageviews\",reason=\"retain\"} 7".to_owned(),
         ] {
             assert!(text.contains(&line), "{line} in {text}");
         }
-        assert!(
-            !text.contains("projected_eviction_mark_timestamp_seconds{"),
-            "{text}"
-        );
-        metrics.forget_history_store("analytics", "pageviews");
-        assert!(!metrics.encode().unwrap().contains("pageviews"));
+        metrics.forget_checkpoints("team-a", "pageviews");
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("checkpoints_retained{"), "{text}");
+        assert!(text.contains("checkpoints_deleted_total{"), "{text}");
     }
 }

@@ -1,6 +1,8 @@
 //! `SessionJobCutover.status`: the persisted state of the cutover state machine. Each stage is
 //! recorded here before the operator acts on it, so a restarted operator resumes where it was.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -48,6 +50,11 @@ pub struct SessionJobCutoverStatus {
     /// Human-readable summary of the current stage or of the failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The final checkpoint id of each job the cutover stopped (job name → checkpoint id),
+    /// recorded before the jobs restart from them. Checkpoint retention never deletes these
+    /// while this cutover exists.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub final_checkpoints: BTreeMap<String, String>,
 }
 
 /// The stages of a cutover, in order; `RollingBack`, `RolledBack` and `Failed` leave the

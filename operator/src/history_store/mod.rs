@@ -3,13 +3,15 @@
 //! namespace's statistics ([`probe`]), reads both naming schemes ([`stats`]), decides each node's
 //! level and takes the worst node ([`level`]), and keeps a short history of (time, used %) per job
 //! to project when the eviction mark will be reached. [`publish`] turns the resulting [`Report`]
-//! into `status.historyStore`, the `HistoryStoreCapacity` condition and gauges; the level-change
+//! into `status.historyStore` and the `HistoryStoreCapacity` condition, [`gauges`] into
+//! Prometheus gauges; the level-change
 //! Events come from the reconcile's status comparison.
 //!
 //! Between polls the last report is reused, so reconciles triggered by other changes neither
 //! probe again nor change the status. An unreachable cluster is its own level, never "healthy".
 //! This module never writes to Aerospike and never stores a password.
 
+pub mod gauges;
 pub mod level;
 pub mod probe;
 pub mod publish;

@@ -19,7 +19,7 @@ pub mod status;
 pub mod validate;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
