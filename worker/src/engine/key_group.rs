@@ -285,6 +285,19 @@ impl<H: HistoryStore> KeyGroup<H> {
         Ok((key.to_owned(), self.read_history(key).await?))
     }
 
+    /// Emits every pending late update now, whatever its due time. A checkpoint calls it
+    /// first: a pending buffer holds the key's whole closed-session list, which belongs in
+    /// history, not in every checkpoint. It only moves some updates earlier, by at most one
+    /// checkpoint interval.
+    pub async fn flush_pending(&mut self) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        let keys: Vec<String> = self.state.pending.keys().cloned().collect();
+        for key in keys {
+            self.flush(&key, &mut out).await?;
+        }
+        Ok(out)
+    }
+
     /// End of a bounded input (tests, batch replays): closes every open session and flushes
     /// every pending update, whatever the watermark and the time. A stopping worker does not
     /// call this: it checkpoints [`KeyGroup::snapshot`] instead.

@@ -361,7 +361,8 @@ impl Pipeline {
             .collect()
     }
 
-    /// The consistent point a checkpoint needs: every record produced so far acknowledged
+    /// The consistent point a checkpoint needs: pending late updates emitted (see
+    /// [`KeyGroup::flush_pending`]), every record produced so far acknowledged
     /// (a checkpoint must never claim a session was emitted when its record could still be
     /// lost), every history write stored, the state copied. Returns the copy, when the pause
     /// started, and how long it lasted.
@@ -370,6 +371,13 @@ impl Pipeline {
         drain_timeout: Duration,
     ) -> Result<(Vec<KeyGroupCheckpoint>, Instant, Duration), StreamError> {
         let started = Instant::now();
+        let seq = self.ledger.open();
+        for slot in 0..self.groups.len() {
+            let result = self.groups[slot].flush_pending().await;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        self.ledger.seal(seq);
         self.sink.drain(&mut self.ledger, drain_timeout).await?;
         self.history
             .flush()
