@@ -89,6 +89,11 @@ impl<H: HistoryStore> KeyGroup<H> {
         self.state.open.values().map(Vec::len).sum()
     }
 
+    /// Changes the TTL of later history writes (a live `history.ttl` change).
+    pub fn set_history_ttl(&mut self, ttl: std::time::Duration) {
+        self.config.history_ttl = ttl;
+    }
+
     /// Switches the sink mode carried by later outputs (a cutover).
     pub fn set_sink(&mut self, sink: SinkMode) {
         self.config.sink = sink;

@@ -373,6 +373,7 @@ async fn drive(
 ) -> Result<Exit, StreamError> {
     tokio::pin!(shutdown);
     let mut messages = kafka_consumer.stream();
+    let mut history_ttl = p.state.subscribe_history_ttl();
     let mut ticks = tokio::time::interval(settings.tick);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_commit = Instant::now() + settings.commit_interval;
@@ -401,6 +402,13 @@ async fn drive(
                 }
             }
             _ = ticks.tick() => {
+                if history_ttl.has_changed().unwrap_or(false)
+                    && let Some(ttl) = *history_ttl.borrow_and_update()
+                {
+                    for group in &mut p.groups {
+                        group.set_history_ttl(ttl);
+                    }
+                }
                 p.on_tick(now_ms()).await?;
                 p.maybe_checkpoint(now_ms(), settings.drain_timeout).await?;
                 let now = Instant::now();
