@@ -184,6 +184,20 @@ impl<H: HistoryStore> KeyGroup<H> {
             ));
             return Ok(out);
         }
+        if let Some(max) = self.config.max_future_ms
+            && event.time > now_ms.saturating_add(max)
+        {
+            counters.future += 1;
+            out.push(quarantine(
+                format!(
+                    "timestamp {} is more than {max} ms ahead of processing time {now_ms}",
+                    event.time
+                ),
+                Some(event.key.clone()),
+                raw,
+            ));
+            return Ok(out);
+        }
         let watermark = self.watermark();
         if let Some(wm) = watermark
             && event.time < wm.saturating_sub(self.config.allowed_lateness_ms)

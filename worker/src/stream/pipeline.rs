@@ -326,6 +326,7 @@ impl Pipeline {
             total.over_byte_cap += c.over_byte_cap;
             total.duplicates += c.duplicates;
             total.too_late += c.too_late;
+            total.future += c.future;
             total.late_merged += c.late_merged;
             total.sessions_closed += c.sessions_closed;
             total.late_updates += c.late_updates;
@@ -479,13 +480,15 @@ impl Pipeline {
             let duplicate = d(|c| c.duplicates);
             let too_late = d(|c| c.too_late);
             let capped = d(|c| c.over_byte_cap);
-            let rejected = malformed + page + duplicate + too_late + capped;
+            let future = d(|c| c.future);
+            let rejected = malformed + page + duplicate + too_late + capped + future;
             metrics.events(EventResult::accepted, records.saturating_sub(rejected));
             metrics.events(EventResult::malformed, malformed);
             metrics.events(EventResult::page_dropped, page);
             metrics.events(EventResult::duplicate, duplicate);
             metrics.events(EventResult::too_late, too_late);
             metrics.events(EventResult::capped, capped);
+            metrics.events(EventResult::future, future);
             metrics.sessions_emitted(d(|c| c.sessions_closed));
             metrics.late_updates(d(|c| c.late_updates));
             *last = now.clone();
