@@ -13,6 +13,7 @@
 pub mod checkpointing;
 pub mod commit;
 pub mod consumer;
+pub mod kafka_security;
 pub mod pipeline;
 pub mod producer;
 pub mod router;
@@ -64,6 +65,9 @@ pub enum StreamError {
     /// The effective sink mode has no topic.
     #[error("sink mode {0:?} has no topic configured")]
     NoSinkTopic(SinkMode),
+    /// Credentials the configuration asks for are missing.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// A configuration the worker cannot serve yet.
     #[error("unsupported configuration: {0}")]
     Unsupported(&'static str),
