@@ -32,6 +32,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Reads partition counts from Kafka.
     pub kafka: Arc<dyn PartitionLookup>,
+    /// HTTP client for the workers' `/status` and control calls.
+    pub workers: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SessionJob>, u32>>,
 }
@@ -49,6 +51,7 @@ impl Context {
             recorder,
             metrics,
             kafka,
+            workers: reqwest::Client::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }

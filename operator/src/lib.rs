@@ -9,14 +9,18 @@
 
 pub mod cli;
 pub mod context;
+pub mod cutover;
 pub mod health;
 pub mod http;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod run;
 pub mod session_job;
+pub mod side_run;
+pub mod workers;
 
 /// The operator's version, as reported in logs and `/metrics`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

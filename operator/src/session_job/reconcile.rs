@@ -21,10 +21,13 @@ use super::apply::{self, apply_params};
 use super::balance::{Verdict, balanced_assignment};
 use super::build;
 use super::events::{self, transitions};
+use super::held;
 use super::observe::{self, Observed};
 use super::status::{Outcome, desired_status};
 use super::validate::validate;
 use crate::context::Context;
+use crate::cutover::directive::directive;
+use crate::side_run;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "sessionjob";
@@ -124,6 +127,10 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
         }
     };
 
+    // What the cutovers naming this job ask of it (hold, flip, retire).
+    let directive = directive(&job.name_any(), &observed.cutovers);
+    let valid = held::apply_to_job(valid, &directive, held::was_retired(job));
+
     // Build: pure.
     let children = build::children(&valid)?;
 
@@ -149,7 +156,14 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
 
     // Status.
     let status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
+    let mut status = held::apply_to_status(job, status, &directive, &now);
+    side_run::update(ctx, job, &mut status, &now).await;
     finish(job, ctx, &observed, Some(&applied), status).await?;
+    if job.spec.side_run.is_some() || directive.cutting_over {
+        return Ok(Action::requeue(
+            side_run::RECHECK.min(recheck_after(&balance)),
+        ));
+    }
     Ok(Action::requeue(recheck_after(&balance)))
 }
 
