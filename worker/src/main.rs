@@ -7,6 +7,9 @@ use clap::Parser;
 use sessionizer_worker::cli::Args;
 use sessionizer_worker::{logging, run};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

@@ -45,11 +45,18 @@ impl Attr {
 }
 
 /// A session: its key, its events and its merged attributes.
+///
+/// Its span and size are kept up to date as events arrive, because the engine asks for them on
+/// every event (is this event within `gap`? is the session over the byte cap?) and a scan of the
+/// events each time would make a long session quadratic. They are not stored: deserializing
+/// recomputes them from the events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SessionData")]
 pub struct Session {
     /// The session key (user id).
     pub key: String,
-    /// Events by id.
+    /// Events by id. Change them only through [`Session::add`] and [`Session::absorb`], which
+    /// keep the span and size in step.
     pub events: BTreeMap<String, EventMeta>,
     /// Attributes, last writer (by event time, then event id) wins.
     pub attributes: BTreeMap<String, Attr>,
@@ -57,6 +64,50 @@ pub struct Session {
     /// other than [`Session::id`] gets a tombstone when this session is next emitted.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub emitted_ids: BTreeSet<String>,
+    /// Earliest and latest event time, when there are events.
+    #[serde(skip)]
+    span: Option<(i64, i64)>,
+    /// Total raw size of the events.
+    #[serde(skip)]
+    total_bytes: u64,
+}
+
+/// The stored fields of a [`Session`].
+#[derive(Deserialize)]
+struct SessionData {
+    key: String,
+    events: BTreeMap<String, EventMeta>,
+    attributes: BTreeMap<String, Attr>,
+    #[serde(default)]
+    emitted_ids: BTreeSet<String>,
+}
+
+impl From<SessionData> for Session {
+    fn from(data: SessionData) -> Self {
+        let span = span_of(&data.events);
+        let total_bytes = data.events.values().map(|m| m.b).sum();
+        Session {
+            key: data.key,
+            events: data.events,
+            attributes: data.attributes,
+            emitted_ids: data.emitted_ids,
+            span,
+            total_bytes,
+        }
+    }
+}
+
+fn span_of(events: &BTreeMap<String, EventMeta>) -> Option<(i64, i64)> {
+    let start = events.values().map(|m| m.t).min()?;
+    let end = events.values().map(|m| m.t).max()?;
+    Some((start, end))
+}
+
+fn widen(span: Option<(i64, i64)>, t: i64) -> Option<(i64, i64)> {
+    Some(match span {
+        None => (t, t),
+        Some((start, end)) => (start.min(t), end.max(t)),
+    })
 }
 
 impl Session {
@@ -83,6 +134,8 @@ impl Session {
                 b: event.bytes,
             },
         );
+        self.span = widen(self.span, event.time);
+        self.total_bytes += event.bytes;
         for (name, value) in &event.attributes {
             let attr = Attr {
                 v: value.clone(),
@@ -102,9 +155,19 @@ impl Session {
         }
     }
 
-    /// Merges `other` into `self` (set union; idempotent).
-    pub fn absorb(&mut self, other: Session) {
-        self.events.extend(other.events);
+    /// Merges `other` into `self` (set union; idempotent). The smaller session is merged into
+    /// the larger, so growing a session one event at a time stays linear.
+    pub fn absorb(&mut self, mut other: Session) {
+        if other.events.len() > self.events.len() {
+            std::mem::swap(self, &mut other);
+        }
+        for (id, meta) in other.events {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.events.entry(id) {
+                self.span = widen(self.span, meta.t);
+                self.total_bytes += meta.b;
+                slot.insert(meta);
+            }
+        }
         for (name, attr) in other.attributes {
             self.put_attr(&name, attr);
         }
@@ -126,17 +189,17 @@ impl Session {
 
     /// Event time of the first event.
     pub fn start(&self) -> i64 {
-        self.events.values().map(|m| m.t).min().unwrap_or(0)
+        self.span.map_or(0, |(start, _)| start)
     }
 
     /// Event time of the last event.
     pub fn end(&self) -> i64 {
-        self.events.values().map(|m| m.t).max().unwrap_or(0)
+        self.span.map_or(0, |(_, end)| end)
     }
 
     /// Total raw size of the session's events.
     pub fn bytes(&self) -> u64 {
-        self.events.values().map(|m| m.b).sum()
+        self.total_bytes
     }
 
     /// Whether an event at time `t` belongs to this session: within `gap` of its span.

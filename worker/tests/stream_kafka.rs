@@ -210,7 +210,15 @@ async fn a_kafka_stream_is_sessionized_like_the_oracle() {
 
     let producer: FutureProducer = kafka.client_config().create().unwrap();
     let events = generated_stream();
-    produce(&producer, &source, &events).await;
+    // Two rounds: up to the event that moves partition 0 far ahead, then (once u0's first
+    // session is emitted) the late event and the rest, so the late event meets a closed
+    // session in history rather than an open one in memory.
+    let far = events
+        .iter()
+        .position(|(_, e)| String::from_utf8_lossy(e).contains("u4-far"))
+        .unwrap();
+    let (first_round, second_round) = events.split_at(far + 1);
+    produce(&producer, &source, first_round).await;
 
     let mut state = WorkerState::new(&config, identity.clone());
     let history = History::open(
@@ -249,7 +257,24 @@ async fn a_kafka_stream_is_sessionized_like_the_oracle() {
                 kg.partitions[0].position >= per_partition.get(&(kg.key_group as i32)).copied()
             })
     };
+    let sessions_reader = reader(kafka, &sink);
+    let mut records = Vec::new();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let u0_emitted = |records: &[Vec<u8>]| {
+        records
+            .iter()
+            .any(|r| String::from_utf8_lossy(r).contains(r#""key":"u0""#))
+    };
+    while !u0_emitted(&records) {
+        assert!(!worker.is_finished(), "the stream stopped early");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "u0's first session was not emitted: {:?}",
+            state.status()
+        );
+        drain(&sessions_reader, &mut records, Duration::from_millis(100)).await;
+    }
+    produce(&producer, &source, second_round).await;
     while !all_read() {
         assert!(!worker.is_finished(), "the stream stopped early");
         assert!(
@@ -275,8 +300,6 @@ async fn a_kafka_stream_is_sessionized_like_the_oracle() {
         "two sessions for each of six users, one more for u4"
     );
 
-    let sessions_reader = reader(kafka, &sink);
-    let mut records = Vec::new();
     loop {
         drain(&sessions_reader, &mut records, Duration::from_millis(300)).await;
         let parsed: Vec<SessionRecord> = records

@@ -4,8 +4,11 @@
 //! It must never read the wall clock for a decision (processing time comes in as `now_ms`),
 //! and must remove a session from memory before moving it to history (gotcha 6).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use sessionizer_crds::session_job::SinkMode;
 use tracing::{debug, warn};
@@ -13,15 +16,23 @@ use tracing::{debug, warn};
 use super::late::PendingKey;
 use super::watermark::PartitionWatermark;
 use super::{EngineConfig, EngineError, KeyGroupState, Output, Quarantine};
-use crate::event::{Event, decode, page_number_too_high};
+use crate::event::{Event, Malformed, decode, page_number_too_high};
 use crate::history::{HistoryError, HistoryStore};
 use crate::session::{HistoryValue, Session, SessionRecord};
+
+/// History reads one tick keeps in flight.
+const PREFETCH_CONCURRENCY: usize = 64;
 
 /// The engine of one key group.
 pub struct KeyGroup<H> {
     config: EngineConfig,
     history: H,
     state: KeyGroupState,
+    /// Processing time of the earliest pending flush (a lower bound; `i64::MIN` after a restore
+    /// so the first tick looks), so ticks without due flushes skip the pending buffers.
+    next_flush_ms: i64,
+    /// History of keys read ahead for the current batch ([`Self::prefetch_late`]).
+    prefetched: HashMap<String, Vec<Session>>,
 }
 
 impl<H: HistoryStore> KeyGroup<H> {
@@ -40,6 +51,8 @@ impl<H: HistoryStore> KeyGroup<H> {
             config,
             history,
             state,
+            next_flush_ms: i64::MIN,
+            prefetched: HashMap::new(),
         }
     }
 
@@ -84,11 +97,67 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Processes one input record received at processing time `now_ms`, then closes what is due
     /// and flushes due late updates.
     pub async fn process(&mut self, raw: &[u8], now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        let mut out = self.accept_record(raw, now_ms).await?;
+        out.extend(self.tick(now_ms).await?);
+        Ok(out)
+    }
+
+    /// Processes one input record received at processing time `now_ms` without closing what
+    /// became due: the stream loop accepts a whole batch, then calls [`Self::tick`] once, so the
+    /// history reads of all sessions the batch closes go out together. Closing a due session a
+    /// batch later changes no final session: an event that reaches it meanwhile merges into it
+    /// in memory instead of through history.
+    pub async fn accept_record(
+        &mut self,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Output>, EngineError> {
+        let decoded = self.decode(raw);
+        self.accept_decoded(decoded, raw, now_ms).await
+    }
+
+    /// Decodes a raw input with this job's field names (the first half of
+    /// [`Self::accept_record`], so a batch can be decoded, prefetched, then accepted).
+    pub fn decode(&self, raw: &[u8]) -> Result<Event, Malformed> {
+        decode(raw, &self.config.fields)
+    }
+
+    /// Reads, concurrently, the history of the keys of `events` that are late now (their
+    /// sessions may be closed), so that accepting them does not wait for one read after another.
+    /// Valid until the next [`Self::tick`]: only ticks write history.
+    pub async fn prefetch_late(&mut self, events: &[&Event]) -> Result<(), EngineError> {
+        let Some(wm) = self.watermark() else {
+            return Ok(());
+        };
+        let lateness = self.config.allowed_lateness_ms;
+        let keys: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e.time < wm && e.time >= wm.saturating_sub(lateness))
+            .filter(|e| !self.state.pending.contains_key(&e.key))
+            .filter(|e| !self.prefetched.contains_key(&e.key))
+            .map(|e| e.key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        let found = self.prefetch(&keys).await?;
+        self.prefetched.extend(found);
+        Ok(())
+    }
+
+    /// The second half of [`Self::accept_record`]: guards, dedup, assignment.
+    pub async fn accept_decoded(
+        &mut self,
+        decoded: Result<Event, Malformed>,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
         let counters = &mut self.state.counters;
         counters.records += 1;
         self.state.watermark.last_input_at = self.state.watermark.last_input_at.max(Some(now_ms));
-        let event = match decode(raw, &self.config.fields) {
+        let event = match decoded {
             Ok(event) => event,
             Err(reason) => {
                 counters.malformed += 1;
@@ -122,7 +191,6 @@ impl<H: HistoryStore> KeyGroup<H> {
         let time = event.time;
         self.accept(event, late, watermark, now_ms).await?;
         self.state.watermark.observe(time);
-        out.extend(self.tick(now_ms).await?);
         Ok(out)
     }
 
@@ -140,36 +208,78 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Closes the sessions the watermark has passed and flushes the late updates due at
     /// processing time `now_ms`. Call it periodically even without input.
     pub async fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        // Ticks write history: what was prefetched for the batch may be stale after this.
+        self.prefetched.clear();
         let mut out = Vec::new();
         if let Some(wm) = self.watermark() {
-            while let Some((deadline, key)) = self.state.timers.first().cloned() {
-                if deadline >= wm {
-                    break;
-                }
-                self.close(&key, Some(wm), &mut out).await?;
+            let due: Vec<String> = self
+                .state
+                .timers
+                .iter()
+                .take_while(|(deadline, _)| *deadline < wm)
+                .map(|(_, key)| key.clone())
+                .collect();
+            let mut closed = self.prefetch(&due).await?;
+            for key in due {
+                let closed = closed.remove(&key);
+                self.close(&key, Some(wm), closed, &mut out).await?;
             }
         }
-        let due: Vec<String> = self
-            .state
-            .pending
-            .iter()
-            .filter(|(_, p)| p.due_at <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            self.flush(&key, &mut out).await?;
+        if now_ms >= self.next_flush_ms {
+            let mut next = i64::MAX;
+            let mut due = Vec::new();
+            for (key, pending) in &self.state.pending {
+                if pending.due_at <= now_ms {
+                    due.push(key.clone());
+                } else {
+                    next = next.min(pending.due_at);
+                }
+            }
+            self.next_flush_ms = next;
+            for key in due {
+                self.flush(&key, &mut out).await?;
+            }
         }
         Ok(out)
+    }
+
+    /// The closed sessions of `keys` (those without a pending buffer), read from history
+    /// [`PREFETCH_CONCURRENCY`] at a time.
+    async fn prefetch(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Vec<Session>>, EngineError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let wanted: Vec<&String> = keys
+            .iter()
+            .filter(|key| !self.state.pending.contains_key(*key))
+            .collect();
+        for chunk in wanted.chunks(PREFETCH_CONCURRENCY) {
+            let mut reads = FuturesUnordered::new();
+            for key in chunk {
+                reads.push(self.read_keyed(key));
+            }
+            while let Some(read) = reads.next().await {
+                let (key, sessions) = read?;
+                found.insert(key, sessions);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn read_keyed(&self, key: &str) -> Result<(String, Vec<Session>), EngineError> {
+        Ok((key.to_owned(), self.read_history(key).await?))
     }
 
     /// End of a bounded input (tests, batch replays): closes every open session and flushes
     /// every pending update, whatever the watermark and the time. A stopping worker does not
     /// call this: it checkpoints [`KeyGroup::snapshot`] instead.
     pub async fn finish(&mut self) -> Result<Vec<Output>, EngineError> {
+        self.prefetched.clear();
         let mut out = Vec::new();
         let keys: Vec<String> = self.state.open.keys().cloned().collect();
         for key in keys {
-            self.close(&key, None, &mut out).await?;
+            self.close(&key, None, None, &mut out).await?;
         }
         let keys: Vec<String> = self.state.pending.keys().cloned().collect();
         for key in keys {
@@ -257,6 +367,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             due_at,
             ..PendingKey::default()
         });
+        self.next_flush_ms = self.next_flush_ms.min(pending.due_at);
         pending.mark(&merged, &retired);
         closed.push(merged);
         // Never drop a session whose update is still waiting in this buffer (an earlier late
@@ -272,11 +383,13 @@ impl<H: HistoryStore> KeyGroup<H> {
         Ok(())
     }
 
-    /// Closes the open sessions of `key` that are due at `watermark` (all when `None`).
+    /// Closes the open sessions of `key` that are due at `watermark` (all when `None`);
+    /// `prefetched` is the key's history if it was already read.
     async fn close(
         &mut self,
         key: &str,
         watermark: Option<i64>,
+        prefetched: Option<Vec<Session>>,
         out: &mut Vec<Output>,
     ) -> Result<(), EngineError> {
         let started = Instant::now();
@@ -290,7 +403,10 @@ impl<H: HistoryStore> KeyGroup<H> {
         if due.is_empty() {
             return Ok(());
         }
-        let mut closed = self.closed_view(key).await?;
+        let mut closed = match prefetched {
+            Some(closed) if !self.state.pending.contains_key(key) => closed,
+            _ => self.closed_view(key).await?,
+        };
         let mut events = 0usize;
         let mut bytes = 0u64;
         for mut merged in due {
@@ -387,10 +503,20 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The key's closed sessions: its pending buffer if it has one, else its history value.
-    async fn closed_view(&self, key: &str) -> Result<Vec<Session>, EngineError> {
+    async fn closed_view(&mut self, key: &str) -> Result<Vec<Session>, EngineError> {
         if let Some(pending) = self.state.pending.get(key) {
             return Ok(pending.sessions.clone());
         }
+        // Taken, not copied: the first late event of the key creates its pending buffer, which
+        // later events of the batch read instead.
+        if let Some(closed) = self.prefetched.remove(key) {
+            return Ok(closed);
+        }
+        self.read_history(key).await
+    }
+
+    /// The key's history value.
+    async fn read_history(&self, key: &str) -> Result<Vec<Session>, EngineError> {
         let history_key = self.history_key(key);
         match self.history.get(&history_key).await? {
             None => Ok(Vec::new()),

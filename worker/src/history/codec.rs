@@ -5,8 +5,11 @@
 //! handed to the session engine as garbage.
 //!
 //! Compression happens here, on the client (seed 000: "we decided to do it client side instead to
-//! avoid sending uncompressed data over the network"). This module must never do I/O.
+//! avoid sending uncompressed data over the network"). Creating a zstd context costs more than
+//! compressing a typical session list, so each thread keeps one compression context (per level)
+//! and one decompression context and reuses them. This module must never do I/O.
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use sessionizer_crds::session_job::{CompressionCodec, CompressionSpec};
@@ -62,7 +65,7 @@ impl Codec {
         match self.zstd_level {
             Some(level) => {
                 out.push(CODEC_ZSTD);
-                zstd::stream::copy_encode(value, &mut out, level).map_err(|error| {
+                compress_into(value, level, &mut out).map_err(|error| {
                     // Only an invalid level can fail here: a configuration error.
                     HistoryError::Open(format!("compressing history record {key}: {error}"))
                 })?;
@@ -95,23 +98,78 @@ impl Codec {
         }
         match header[3] {
             CODEC_RAW => Ok(body.to_vec()),
-            CODEC_ZSTD => {
-                let decoder = zstd::stream::read::Decoder::new(body)
-                    .map_err(|error| corrupt(format!("zstd: {error}")))?;
-                let mut out = Vec::new();
-                decoder
-                    .take(MAX_DECODED_LEN + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|error| corrupt(format!("zstd: {error}")))?;
-                if out.len() as u64 > MAX_DECODED_LEN {
-                    return Err(corrupt(format!(
-                        "decodes to more than {MAX_DECODED_LEN} bytes"
-                    )));
-                }
-                Ok(out)
-            }
+            CODEC_ZSTD => decompress(body).map_err(corrupt),
             other => Err(corrupt(format!("unknown codec {other}"))),
         }
+    }
+}
+
+thread_local! {
+    /// This thread's compression context and the level it is set to.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    /// This thread's decompression context.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Appends the zstd frame of `value` (with its content size, so decoding allocates once) to `out`.
+fn compress_into(value: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match &mut *slot {
+            Some((current, compressor)) if *current == level => compressor,
+            other => &mut other.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+        };
+        let frame = compressor.compress(value)?;
+        out.extend_from_slice(&frame);
+        Ok(())
+    })
+}
+
+/// Decodes one zstd frame, refusing more than [`MAX_DECODED_LEN`] bytes.
+fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let too_big = || format!("decodes to more than {MAX_DECODED_LEN} bytes");
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) => {
+            if size > MAX_DECODED_LEN {
+                return Err(too_big());
+            }
+            DECOMPRESSOR.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                let decompressor = match &mut *slot {
+                    Some(decompressor) => decompressor,
+                    none => none
+                        .insert(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?),
+                };
+                let capacity = usize::try_from(size).map_err(|_| too_big())?;
+                let out = decompressor
+                    .decompress(frame, capacity)
+                    .map_err(|e| format!("zstd: {e}"))?;
+                if out.len() != capacity {
+                    return Err(format!(
+                        "zstd: {} bytes instead of the {capacity} the frame announces",
+                        out.len()
+                    ));
+                }
+                Ok(out)
+            })
+        }
+        // A frame without its size (written by a streaming encoder): decode as a stream.
+        Ok(None) => {
+            let decoder =
+                zstd::stream::read::Decoder::new(frame).map_err(|e| format!("zstd: {e}"))?;
+            let mut out = Vec::new();
+            decoder
+                .take(MAX_DECODED_LEN + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("zstd: {e}"))?;
+            if out.len() as u64 > MAX_DECODED_LEN {
+                return Err(too_big());
+            }
+            Ok(out)
+        }
+        Err(_) => Err(String::from("zstd: not a zstd frame")),
     }
 }
 
@@ -131,6 +189,27 @@ mod tests {
                 assert_eq!(codec.decode("k", &stored).unwrap(), value, "{codec:?}");
             }
         }
+    }
+
+    #[test]
+    fn reads_frames_written_by_a_streaming_encoder() {
+        let mut stored = b"SZ\x01\x01".to_vec();
+        zstd::stream::copy_encode(binary().as_slice(), &mut stored, 3).unwrap();
+        assert_eq!(Codec::zstd(3).decode("k", &stored).unwrap(), binary());
+    }
+
+    #[test]
+    fn a_frame_announcing_a_huge_size_is_refused_before_allocating() {
+        let mut stored = Codec::zstd(3).encode("k", &binary()).unwrap();
+        // Frame header: magic (4), descriptor, then the content size; claim 2^40 bytes.
+        let descriptor = stored[HEADER_LEN + 4];
+        assert_eq!(descriptor >> 6, 1, "2-byte content size expected");
+        stored[HEADER_LEN + 4] = (descriptor & 0x3f) | (3 << 6);
+        let size = (1u64 << 40).to_le_bytes();
+        let at = HEADER_LEN + 5 + usize::from(descriptor & 0x20 == 0);
+        stored.splice(at..at + 2, size);
+        let error = Codec::zstd(3).decode("k", &stored).unwrap_err();
+        assert!(error.to_string().contains("more than"), "{error}");
     }
 
     #[test]

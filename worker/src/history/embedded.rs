@@ -11,8 +11,9 @@
 //! The runtime opens it at `<data dir>/history` (one file, `history.redb`, inside). Each record is
 //! kept with its expiry time (Unix milliseconds); expired records read as absent, and are purged
 //! through a `(expires_at, key)` index a bounded number at a time: on every write, and by
-//! [`EmbeddedStore::purge_expired`] / [`EmbeddedStore::spawn_purger`]. Every commit is durable
-//! (fsync) before a call returns.
+//! [`EmbeddedStore::purge_expired`] / [`EmbeddedStore::spawn_purger`]. Every write is durable
+//! (fsync) before its call returns; writes that arrive together share one commit
+//! ([`super::embedded_writer`]).
 //!
 //! This module must never keep a record without an expiry, block the async runtime on disk I/O
 //! (every call runs on the blocking pool), or purge without a bound per call.
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::Codec;
+use super::embedded_writer::{Change, Write, Writer};
 use super::metrics::{Op, StoreMetrics};
 use super::{HistoryError, HistoryStore};
 
@@ -37,9 +39,9 @@ pub const PURGE_PER_WRITE: usize = 16;
 pub const PURGE_BATCH: usize = 1024;
 
 /// key → expiry (8 bytes, big-endian Unix milliseconds) followed by the encoded value.
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 /// (expiry, key) → (): which records expire first.
-const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
 /// Where the store reads the time from; tests inject a [`ManualClock`].
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -96,7 +98,8 @@ pub struct HistoryRecord {
 }
 
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
+    writer: Writer,
     dir: PathBuf,
     codec: Codec,
     clock: Arc<dyn Clock>,
@@ -118,7 +121,7 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
-fn storage(context: &'static str) -> impl Fn(redb::Error) -> HistoryError {
+pub(super) fn storage(context: &'static str) -> impl Fn(redb::Error) -> HistoryError {
     move |error| HistoryError::Unavailable {
         attempts: 1,
         message: format!("embedded history store: {context}: {error}"),
@@ -167,9 +170,17 @@ impl EmbeddedStore {
             HistoryError::Open(format!("preparing {}: {error}", path.display()))
         })?;
         tracing::info!(path = %path.display(), "opened the embedded history store");
+        let db = Arc::new(db);
+        let writer = Writer::start(Arc::clone(&db), metrics.clone()).map_err(|error| {
+            HistoryError::Open(format!(
+                "starting the writer of {}: {error}",
+                path.display()
+            ))
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                writer,
                 dir: dir.to_owned(),
                 codec,
                 clock,
@@ -328,7 +339,7 @@ impl EmbeddedStore {
 }
 
 /// Replaces `key`'s row and keeps the expiry index in step.
-fn upsert(
+pub(super) fn upsert(
     records: &mut redb::Table<&str, &[u8]>,
     expiry: &mut redb::Table<(u64, &str), ()>,
     key: &str,
@@ -346,7 +357,7 @@ fn upsert(
 }
 
 /// Removes `key`'s row and its index entry; `false` if there was none.
-fn remove(
+pub(super) fn remove(
     records: &mut redb::Table<&str, &[u8]>,
     expiry: &mut redb::Table<(u64, &str), ()>,
     key: &str,
@@ -365,7 +376,7 @@ fn remove(
 }
 
 /// Removes at most `max` records that expired at or before `now`.
-fn purge(
+pub(super) fn purge(
     records: &mut redb::Table<&str, &[u8]>,
     expiry: &mut redb::Table<(u64, &str), ()>,
     now: u64,
@@ -434,55 +445,49 @@ impl HistoryStore for EmbeddedStore {
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
         let stored = self.inner.codec.encode(key, value)?;
-        let key = key.to_owned();
-        self.blocking(Op::put, move |inner| {
-            let now = inner.clock.now_ms();
-            let write = || -> Result<usize, redb::Error> {
-                let txn = inner.db.begin_write()?;
-                let purged = {
-                    let mut records = txn.open_table(RECORDS)?;
-                    let mut expiry = txn.open_table(EXPIRY)?;
-                    upsert(
-                        &mut records,
-                        &mut expiry,
-                        &key,
-                        expiry_of(now, ttl),
-                        &stored,
-                    )?;
-                    purge(&mut records, &mut expiry, now, PURGE_PER_WRITE)?
-                };
-                txn.commit()?;
-                Ok(purged)
-            };
-            let purged = write().map_err(storage("writing"))?;
-            inner.metrics.written(stored.len());
-            inner.metrics.purged(purged as u64);
-            Ok(())
-        })
-        .await
+        let now_ms = self.inner.clock.now_ms();
+        let change = Change::Put {
+            stored,
+            expires_at_ms: expiry_of(now_ms, ttl),
+        };
+        self.write(Op::put, key, change, now_ms).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), HistoryError> {
-        let key = key.to_owned();
-        self.blocking(Op::delete, move |inner| {
-            let now = inner.clock.now_ms();
-            let write = || -> Result<usize, redb::Error> {
-                let txn = inner.db.begin_write()?;
-                let purged = {
-                    let mut records = txn.open_table(RECORDS)?;
-                    let mut expiry = txn.open_table(EXPIRY)?;
-                    remove(&mut records, &mut expiry, &key)?;
-                    purge(&mut records, &mut expiry, now, PURGE_PER_WRITE)?
-                };
-                txn.commit()?;
-                Ok(purged)
-            };
-            let purged = write().map_err(storage("deleting"))?;
-            inner.metrics.deleted();
-            inner.metrics.purged(purged as u64);
-            Ok(())
-        })
-        .await
+        let now_ms = self.inner.clock.now_ms();
+        self.write(Op::delete, key, Change::Delete, now_ms).await
+    }
+}
+
+impl EmbeddedStore {
+    /// Queues one change for the writer thread and waits until it is durable.
+    async fn write(
+        &self,
+        op: Op,
+        key: &str,
+        change: Change,
+        now_ms: u64,
+    ) -> Result<(), HistoryError> {
+        let started = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner.writer.submit(Write {
+            key: key.to_owned(),
+            change,
+            now_ms,
+            reply,
+        });
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(HistoryError::Unavailable {
+                attempts: 1,
+                message: String::from("embedded history store: the writer dropped a write"),
+            })
+        });
+        let metrics = &self.inner.metrics;
+        metrics.observe_latency(op, started.elapsed());
+        if let Err(error) = &result {
+            metrics.failed(op, error);
+        }
+        result
     }
 }
 

@@ -18,9 +18,11 @@ use std::time::Duration;
 pub mod aerospike;
 pub mod codec;
 pub mod embedded;
+pub mod embedded_writer;
 pub mod metrics;
 pub mod open;
 pub mod retry;
+pub mod write_behind;
 
 pub use self::aerospike::{AerospikeSettings, AerospikeStore, Credentials};
 pub use self::codec::Codec;
@@ -28,9 +30,10 @@ pub use self::embedded::{EmbeddedStore, HistoryRecord};
 pub use self::metrics::HistoryMetrics;
 pub use self::open::History;
 pub use self::retry::RetryPolicy;
+pub use self::write_behind::WriteBehind;
 
 /// Why a history-store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HistoryError {
     /// The store could not be reached or answered with an error, after every retry; the worker
     /// must stop (its Pod restarts and restores from the last checkpoint).

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::WorkerConfig;
 use crate::engine::{EngineConfig, EngineError, KeyGroup};
-use crate::history::History;
+use crate::history::{History, WriteBehind};
 use crate::http::WorkerState;
 use crate::identity::Identity;
 use pipeline::{Pipeline, now_ms};
@@ -157,7 +157,7 @@ pub async fn run(
                 .sink
                 .drain(&mut pipeline.ledger, settings.drain_timeout)
                 .await;
-            pipeline.commit(&kafka_consumer, CommitMode::Sync)?;
+            pipeline.commit(&kafka_consumer, CommitMode::Sync).await?;
             pipeline.publish_status(&log_ends.borrow());
             drained?;
             info!("stream stopped");
@@ -165,7 +165,7 @@ pub async fn run(
         }
         Err(error) => {
             // Whatever was delivered may still be committed; the rest is replayed.
-            if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync) {
+            if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync).await {
                 warn!(error = %commit_error, "committing delivered offsets while failing");
             }
             Err(error)
@@ -221,6 +221,7 @@ async fn start(
     consumer::assign(&kafka_consumer, &router, &committed)?;
     let producer = producer::create_producer(config)?;
     let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
+    let history = WriteBehind::new(history);
     let groups = router
         .key_groups()
         .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
@@ -244,10 +245,10 @@ async fn start(
         router,
         partitions,
         groups,
+        history,
         sink,
         state.clone(),
-        now_ms(),
-        engine_config.idle_source_timeout_ms,
+        now_ms().saturating_add(engine_config.idle_source_timeout_ms),
     );
     // Until something is consumed, the position of a partition is where it starts.
     pipeline.positions.extend(
@@ -299,8 +300,12 @@ async fn drive(
                 let now = Instant::now();
                 if now >= next_commit {
                     next_commit = now + settings.commit_interval;
-                    if let Err(error) = p.commit(kafka_consumer, CommitMode::Async) {
-                        warn!(%error, "committing offsets; retrying at the next interval");
+                    match p.commit(kafka_consumer, CommitMode::Async).await {
+                        Err(error @ StreamError::Engine(_)) => return Err(error),
+                        Err(error) => {
+                            warn!(%error, "committing offsets; retrying at the next interval");
+                        }
+                        Ok(()) => {}
                     }
                 }
                 if now >= next_status {
@@ -311,20 +316,20 @@ async fn drive(
             message = messages.next(), if room => {
                 let now = now_ms();
                 let seq = p.ledger.open();
+                let mut batch = Vec::with_capacity(settings.max_batch);
                 let mut next = message;
-                let mut handled = 0;
                 while let Some(message) = next {
                     match message {
-                        Ok(message) => p.on_message(seq, &message, now).await?,
+                        Ok(message) => batch.extend(p.consumed(&message)),
                         Err(error) => warn!(%error, "consuming"),
                     }
-                    handled += 1;
-                    if handled >= settings.max_batch {
+                    if batch.len() >= settings.max_batch {
                         break;
                     }
                     // More without waiting, if librdkafka already has them.
                     next = messages.next().now_or_never().flatten();
                 }
+                p.on_batch(seq, batch, now).await?;
                 p.ledger.seal(seq);
             }
         }

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use tracing::{error, warn};
 
 use super::StreamError;
@@ -23,7 +24,8 @@ use super::router::Router;
 use super::status::{self, HistoryHealth, KeyGroupStatus, StreamStatus};
 use crate::engine::watermark::{self, PartitionWatermark};
 use crate::engine::{Counters, EngineError, KeyGroup, Output};
-use crate::history::{History, HistoryError};
+use crate::event::Event;
+use crate::history::{History, HistoryError, WriteBehind};
 use crate::http::WorkerState;
 use crate::metrics::EventResult;
 
@@ -47,12 +49,29 @@ pub fn is_fatal(error: &EngineError) -> bool {
     )
 }
 
+/// What the pipeline keeps of one consumed message.
+#[derive(Debug)]
+pub struct Consumed {
+    /// The key group slot it belongs to.
+    pub slot: usize,
+    /// Its source partition.
+    pub partition: TopicPartition,
+    /// Its offset.
+    pub offset: i64,
+    /// Its value.
+    pub payload: Vec<u8>,
+}
+
 /// Everything the stream loop owns.
 pub struct Pipeline {
     /// Routing of messages to key groups.
     pub router: Router,
     /// The key groups, by slot.
-    pub groups: Vec<KeyGroup<History>>,
+    pub groups: Vec<KeyGroup<WriteBehind<History>>>,
+    /// The history store all key groups write through.
+    pub history: WriteBehind<History>,
+    /// Slots that accepted input since their last tick.
+    touched: Vec<bool>,
     /// Next offset to consume per source partition (what was consumed, not what is committed).
     pub positions: BTreeMap<TopicPartition, i64>,
     /// Commit bookkeeping.
@@ -70,21 +89,24 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over `groups` (one per slot of `router`), started at processing time
-    /// `started_ms` with the job's idle timeout.
+    /// A pipeline over `groups` (one per slot of `router`) that pushes no combined watermark
+    /// before processing time `push_from_ms` (start + the job's idle timeout, see
+    /// [`Self::on_tick`]).
     pub fn new(
         router: Router,
         partitions: u32,
-        groups: Vec<KeyGroup<History>>,
+        groups: Vec<KeyGroup<WriteBehind<History>>>,
+        history: WriteBehind<History>,
         sink: Sink,
         state: Arc<WorkerState>,
-        started_ms: i64,
-        idle_timeout_ms: i64,
+        push_from_ms: i64,
     ) -> Self {
         let reported = vec![Counters::default(); groups.len()];
         Self {
             router,
+            touched: vec![false; groups.len()],
             groups,
+            history,
             positions: BTreeMap::new(),
             ledger: CommitLedger::new(),
             sink,
@@ -93,33 +115,78 @@ impl Pipeline {
             reported,
             history_error: None,
             combined: None,
-            push_from_ms: started_ms.saturating_add(idle_timeout_ms),
+            push_from_ms,
         }
     }
 
-    /// Feeds one consumed message into its key group as part of batch `seq`.
-    pub async fn on_message<M: Message>(
-        &mut self,
-        seq: u64,
-        message: &M,
-        now_ms: i64,
-    ) -> Result<(), StreamError> {
+    /// Takes what the pipeline needs of a consumed message, so the batch holds no borrow of
+    /// the consumer across the awaits of [`Self::on_batch`]; `None` for a partition this worker
+    /// does not own.
+    pub fn consumed(&self, message: &BorrowedMessage<'_>) -> Option<Consumed> {
         let Some(route) = self.router.route(message.topic(), message.partition()) else {
             warn!(
                 topic = message.topic(),
                 partition = message.partition(),
                 "ignoring a message of a partition this worker does not own"
             );
-            return Ok(());
+            return None;
         };
-        let tp = (route.topic, message.partition());
-        let next = message.offset().saturating_add(1);
-        self.positions.insert(tp, next);
-        self.ledger.consumed(seq, tp, next);
-        let payload = message.payload().unwrap_or_default();
-        let result = self.groups[route.slot].process(payload, now_ms).await;
-        let outputs = self.engine_result(route.slot, result)?;
-        self.sink.send_all(outputs, seq, &mut self.ledger).await
+        Some(Consumed {
+            slot: route.slot,
+            partition: (route.topic, message.partition()),
+            offset: message.offset(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// Feeds a batch of consumed messages (batch `seq` of the ledger) into their key groups:
+    /// decodes them, reads ahead the history of the late ones, accepts them in order, then
+    /// closes what the batch made due.
+    pub async fn on_batch(
+        &mut self,
+        seq: u64,
+        messages: Vec<Consumed>,
+        now_ms: i64,
+    ) -> Result<(), StreamError> {
+        let mut decoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            let next = message.offset.saturating_add(1);
+            self.positions.insert(message.partition, next);
+            self.ledger.consumed(seq, message.partition, next);
+            let event = self.groups[message.slot].decode(&message.payload);
+            decoded.push((message.slot, message.payload, event));
+        }
+        for slot in 0..self.groups.len() {
+            let events: Vec<&Event> = decoded
+                .iter()
+                .filter(|(s, _, _)| *s == slot)
+                .filter_map(|(_, _, event)| event.as_ref().ok())
+                .collect();
+            let result = self.groups[slot].prefetch_late(&events).await;
+            self.engine_result(slot, result.map(|()| Vec::new()))?;
+        }
+        for (slot, payload, event) in decoded {
+            let result = self.groups[slot]
+                .accept_decoded(event, &payload, now_ms)
+                .await;
+            self.touched[slot] = true;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        self.on_batch_end(seq, now_ms).await
+    }
+
+    /// Closes what the last batch (`seq`) made due in the key groups it touched.
+    async fn on_batch_end(&mut self, seq: u64, now_ms: i64) -> Result<(), StreamError> {
+        for slot in 0..self.groups.len() {
+            if !std::mem::take(&mut self.touched[slot]) {
+                continue;
+            }
+            let result = self.groups[slot].tick(now_ms).await;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        Ok(())
     }
 
     /// Advances processing time: pushes the combined watermark (idle key groups do not hold it
@@ -176,8 +243,10 @@ impl Pipeline {
         }
     }
 
-    /// Commits the positions the ledger released since the last commit.
-    pub fn commit(
+    /// Commits the positions the ledger released since the last commit, once every history
+    /// write made so far is stored (a committed offset must never point past a history write
+    /// that could still be lost).
+    pub async fn commit(
         &mut self,
         consumer: &StreamConsumer,
         mode: CommitMode,
@@ -185,6 +254,10 @@ impl Pipeline {
         let positions = self.ledger.take_commit();
         if positions.is_empty() {
             return Ok(());
+        }
+        if let Err(error) = self.history.flush().await {
+            self.ledger.requeue(positions);
+            return Err(StreamError::Engine(EngineError::History(error)));
         }
         let list = commit_list(&self.router, &positions)?;
         let result = consumer
