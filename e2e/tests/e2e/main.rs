@@ -7,6 +7,7 @@
 
 mod chart;
 mod crd_validation;
+mod cutover;
 mod node_agent;
 mod operator;
 mod smoke_kubernetes;
