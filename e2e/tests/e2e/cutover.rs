@@ -364,6 +364,7 @@ async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
         .await;
     let status = cutover.status.clone().unwrap();
     let stage = status.stage.unwrap();
+    eprintln!("the cutover ended in {stage:?}: {status:?}");
     let pausing = status
         .stages
         .iter()

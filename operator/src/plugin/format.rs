@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use sessionizer_crds::cutover::{CutoverStage, SessionJobCutoverStatus};
+use sessionizer_crds::cutover::{CutoverStage, SessionJobCutoverStatus, condition_types};
 use sessionizer_crds::{SessionJob, SessionJobCutover};
 
 use crate::cutover::machine::seconds_between;
@@ -121,10 +121,20 @@ pub fn summary(cutover: &SessionJobCutover) -> String {
     if let Some(pause) = status.producer_pause_seconds {
         text.push_str(&format!("; producers paused {pause:.0}s"));
     }
-    if stage != CutoverStage::Completed
-        && let Some(message) = &status.message
-    {
-        text.push_str(&format!("\n{message}"));
+    if stage != CutoverStage::Completed {
+        // The failure that led here (the stage message is cleared by later stages).
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition_types::FAILED && c.status == "True");
+        if let Some(failed) = failed {
+            text.push_str(&format!(
+                "\nfailed in {}: {}",
+                failed.reason, failed.message
+            ));
+        } else if let Some(message) = &status.message {
+            text.push_str(&format!("\n{message}"));
+        }
     }
     text
 }
@@ -173,5 +183,28 @@ mod tests {
         let lines = stage_lines(&status, &at(10));
         assert_eq!(lines[0], "PausingProducers      3s  done");
         assert_eq!(lines[1], "Draining              7s  running");
+    }
+
+    #[test]
+    fn the_summary_of_a_rollback_names_the_failure() {
+        let spec = serde_json::from_value(serde_json::json!({"from": "a", "to": "b"})).unwrap();
+        let mut cutover = SessionJobCutover::new("switch", spec);
+        cutover.status = Some(SessionJobCutoverStatus {
+            stage: Some(CutoverStage::RolledBack),
+            producer_pause_seconds: Some(3.0),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: "Draining".into(),
+                message: "Draining timed out after 1s".into(),
+                observed_generation: None,
+                last_transition_time: at(0),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            summary(&cutover),
+            "cutover switch RolledBack; producers paused 3s\nfailed in Draining: Draining timed out after 1s"
+        );
     }
 }
