@@ -64,7 +64,7 @@ impl Setup {
         }
         setup.apply(&producer_deployment()).await;
         for job in [OLD, NEW] {
-            setup.wait_job("Ready", job, |j| ready(j)).await;
+            setup.wait_job("Ready", job, ready).await;
         }
         setup.wait_producer(PRODUCER_REPLICAS).await;
         setup
