@@ -405,3 +405,82 @@ async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
         other => panic!("cutover ended in {other:?}: {status:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_full_history_store_blocks_the_cutover_and_warns_on_the_side_run() {
+    let setup = Setup::new("cutover-hwm").await;
+    let side_running = setup
+        .wait_job("SideRunning with its warm-up started", NEW, |j| {
+            let s = j.status.clone().unwrap_or_default();
+            s.phase == Some(SessionJobPhase::SideRunning)
+                && s.side_run.is_some_and(|r| r.warmup_start_time.is_some())
+        })
+        .await;
+    assert_eq!(
+        side_running.status.unwrap().effective_sink.unwrap().mode,
+        SinkMode::DeadLetter
+    );
+
+    // The history-store monitor's verdict, as it would write it.
+    let set_level = |level: &'static str| {
+        let jobs = setup.api::<SessionJob>();
+        async move {
+            let patch = serde_json::json!({
+                "status": { "historyStore": { "level": level } }
+            });
+            jobs.patch_status(
+                OLD,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_level("Breached").await;
+    setup.start_cutover("1s").await;
+    let cutovers = setup.api::<SessionJobCutover>();
+    let blocked = wait::until("the cutover to refuse to start", POD_TIMEOUT, || async {
+        let cutover = cutovers
+            .get(CUTOVER)
+            .await
+            .map_err(Error::kube("reading cutover"))?;
+        let status = cutover.status.clone().unwrap_or_default();
+        let attention = status.conditions.iter().any(|c| {
+            c.type_ == "NeedsAttention" && c.status == "True" && c.reason == "HistoryStoreFull"
+        });
+        if attention && status.stage == Some(CutoverStage::Pending) {
+            Ok(Some(status))
+        } else {
+            Err(Error::Other(format!("status now: {status:?}")))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        blocked.message.unwrap_or_default().contains("Breached"),
+        "the message says why"
+    );
+    setup
+        .wait_job("ReadyForCutover False with a warning", NEW, |j| {
+            j.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                c.type_ == "ReadyForCutover"
+                    && c.status == "False"
+                    && c.reason == "HistoryStoreFull"
+            })
+        })
+        .await;
+    let producers = setup.api::<Deployment>().get(PRODUCER).await.unwrap();
+    assert_eq!(
+        producers.spec.unwrap().replicas,
+        Some(PRODUCER_REPLICAS),
+        "nothing was paused"
+    );
+
+    // Room again: the cutover starts (and, with its 1 s drain timeout, rolls back).
+    set_level("Healthy").await;
+    let cutover = setup
+        .wait_stage("RolledBack", |s| s == CutoverStage::RolledBack)
+        .await;
+    assert_producers_restored(&setup, &cutover).await;
+}
