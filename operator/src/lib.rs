@@ -4,8 +4,11 @@
 //! stays testable without a process.
 //!
 //! Layout: [`session_job`] is the SessionJob controller (pure builders and status, plus the
-//! reconcile that applies them); [`run`] wires it to [`leader`] election, the [`http`] server and
-//! [`metrics`]; [`names`] holds every label, annotation and name the operator writes.
+//! reconcile that applies them); [`cutover`] is the SessionJobCutover controller (a pure state
+//! machine and the stages' idempotent work); [`side_run`] compares a side-running job with the one
+//! it replaces; [`workers`] is the operator's side of the worker HTTP contract; [`plugin`] is
+//! `kubectl sessionizer`; [`run`] wires the controllers to [`leader`] election, the [`http`]
+//! server and [`metrics`]; [`names`] holds every label, annotation and name the operator writes.
 
 pub mod cli;
 pub mod context;
