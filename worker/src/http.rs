@@ -1,8 +1,7 @@
 //! The worker's one HTTP port: liveness (`/healthz`), readiness (`/readyz`), Prometheus metrics
 //! (`/metrics`) and a JSON summary of what the worker is doing (`/status`, read by the operator
 //! and by people). Handlers only read shared state (the stream loop publishes its status
-//! periodically); they never change what the worker does — control calls (stop with a final
-//! checkpoint) will get their own routes.
+//! periodically); the control calls ([`crate::control`]) only pass requests to the stream loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,14 +10,19 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use sessionizer_crds::session_job::SinkMode;
 
+use tokio::sync::mpsc;
+
 use crate::VERSION;
 use crate::config::WorkerConfig;
+use crate::control::{self, Control, Phase, StopReport};
+use crate::engine::Counters;
 use crate::identity::Identity;
 use crate::metrics::{self, Metrics};
+use crate::stream::checkpointing::CheckpointSummary;
 use crate::stream::status::StreamStatus;
 
 /// What the HTTP handlers read: fixed facts about the worker, its readiness and its metrics.
@@ -32,11 +36,17 @@ pub struct WorkerState {
     ready: AtomicBool,
     metrics: Metrics,
     stream: Mutex<Option<StreamStatus>>,
+    phase: Mutex<Phase>,
+    last_checkpoint: Mutex<Option<CheckpointSummary>>,
+    stopped: Mutex<Option<StopReport>>,
+    control: mpsc::Sender<Control>,
+    control_rx: Mutex<Option<mpsc::Receiver<Control>>>,
 }
 
 impl WorkerState {
     /// The state of a worker that has not finished starting (not ready).
     pub fn new(config: &WorkerConfig, identity: Identity) -> Self {
+        let (control, control_rx) = control::channel();
         Self {
             job: config.job.clone(),
             namespace: config.namespace.clone(),
@@ -50,7 +60,54 @@ impl WorkerState {
             identity,
             ready: AtomicBool::new(false),
             stream: Mutex::new(None),
+            phase: Mutex::new(Phase::Starting),
+            last_checkpoint: Mutex::new(None),
+            stopped: Mutex::new(None),
+            control,
+            control_rx: Mutex::new(Some(control_rx)),
         }
+    }
+
+    /// The receiving end of the control channel (once; the stream loop takes it).
+    pub fn take_control(&self) -> Option<mpsc::Receiver<Control>> {
+        self.control_rx.lock().ok().and_then(|mut rx| rx.take())
+    }
+
+    /// Passes a control request to the stream loop; fails when it no longer listens.
+    pub async fn send_control(&self, request: Control) -> Result<(), ()> {
+        self.control.send(request).await.map_err(|_| ())
+    }
+
+    /// Sets the phase `/status` shows.
+    pub fn set_phase(&self, phase: Phase) {
+        if let Ok(mut slot) = self.phase.lock() {
+            *slot = phase;
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().map_or(Phase::Starting, |p| *p)
+    }
+
+    /// Records a finished checkpoint.
+    pub fn set_last_checkpoint(&self, summary: CheckpointSummary) {
+        if let Ok(mut slot) = self.last_checkpoint.lock() {
+            *slot = Some(summary);
+        }
+    }
+
+    /// Records the outcome of a stop: later stop calls answer with it.
+    pub fn set_stopped(&self, report: StopReport) {
+        if let Ok(mut slot) = self.stopped.lock() {
+            *slot = Some(report);
+        }
+        self.set_phase(Phase::Stopped);
+    }
+
+    /// The outcome of the stop, once stopped.
+    pub fn stop_report(&self) -> Option<StopReport> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
     }
 
     /// The metrics.
@@ -88,7 +145,15 @@ impl WorkerState {
 
     /// The body of `/status`.
     pub fn status(&self) -> WorkerStatus {
+        let stream = self.stream.lock().ok().and_then(|s| s.clone());
         WorkerStatus {
+            phase: self.phase(),
+            in_flight: stream.as_ref().map_or(0, |s| s.in_flight),
+            counters: stream
+                .as_ref()
+                .map(|s| s.counters.clone())
+                .unwrap_or_default(),
+            last_checkpoint: self.last_checkpoint.lock().ok().and_then(|c| c.clone()),
             job: self.job.clone(),
             namespace: self.namespace.clone(),
             pod_name: self.identity.pod_name.clone(),
@@ -99,7 +164,7 @@ impl WorkerState {
             version: VERSION,
             ready: self.is_ready(),
             uptime_seconds: self.metrics.uptime().as_secs(),
-            stream: self.stream.lock().ok().and_then(|s| s.clone()),
+            stream,
         }
     }
 }
@@ -110,6 +175,15 @@ impl WorkerState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
+    /// Where the worker is in its life.
+    pub phase: Phase,
+    /// Records produced and not yet acknowledged.
+    pub in_flight: u64,
+    /// What happened to the input since the worker started, over all its key groups (restored
+    /// key groups continue their counts).
+    pub counters: Counters,
+    /// This worker's last finished checkpoint.
+    pub last_checkpoint: Option<CheckpointSummary>,
     /// Name of the SessionJob.
     pub job: String,
     /// Namespace of the SessionJob.
@@ -143,6 +217,8 @@ pub fn router(state: Arc<WorkerState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
+        .route("/control/stop", post(control::stop))
+        .route("/control/checkpoint", post(control::checkpoint))
         .with_state(state)
 }
 

@@ -9,8 +9,10 @@
 /// The worker's version, as reported in logs, `/status` and `/metrics`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod event;
 pub mod history;

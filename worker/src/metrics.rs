@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::VERSION;
@@ -160,6 +161,27 @@ pub struct StreamMetrics {
     quarantined: Counter,
     produce_errors: Counter,
     lag: Family<PartitionLabels, Gauge>,
+    checkpoints: Family<CheckpointLabels, Counter>,
+    checkpoint_pause: Histogram,
+    checkpoint_duration: Histogram,
+    checkpoint_bytes: Gauge,
+    checkpoint_last_success: Gauge,
+}
+
+/// Outcome of a checkpoint.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CheckpointResult {
+    /// Its manifest was written.
+    success,
+    /// It failed before its manifest.
+    failure,
+}
+
+/// Labels of the checkpoint counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckpointLabels {
+    result: CheckpointResult,
 }
 
 impl StreamMetrics {
@@ -172,7 +194,38 @@ impl StreamMetrics {
             quarantined: Counter::default(),
             produce_errors: Counter::default(),
             lag: Family::default(),
+            checkpoints: Family::default(),
+            // 1 ms to ~65 s.
+            checkpoint_pause: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            checkpoint_duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            checkpoint_bytes: Gauge::default(),
+            checkpoint_last_success: Gauge::default(),
         };
+        registry.register(
+            "sessionizer_checkpoints",
+            "Checkpoints this worker attempted, by result",
+            metrics.checkpoints.clone(),
+        );
+        registry.register(
+            "sessionizer_checkpoint_pause_seconds",
+            "How long consumption paused for a checkpoint (deliveries drained, history flushed, state copied)",
+            metrics.checkpoint_pause.clone(),
+        );
+        registry.register(
+            "sessionizer_checkpoint_duration_seconds",
+            "From the start of a checkpoint's pause to its manifest",
+            metrics.checkpoint_duration.clone(),
+        );
+        registry.register(
+            "sessionizer_checkpoint_bytes",
+            "Bytes of this worker's key group files in its last checkpoint",
+            metrics.checkpoint_bytes.clone(),
+        );
+        registry.register(
+            "sessionizer_checkpoint_last_success_timestamp_seconds",
+            "When this worker's last checkpoint completed (Unix seconds)",
+            metrics.checkpoint_last_success.clone(),
+        );
         registry.register(
             "sessionizer_events",
             "Input events, by what happened to them",
@@ -231,6 +284,34 @@ impl StreamMetrics {
     /// Counts one produce error.
     pub fn produce_error(&self) {
         self.produce_errors.inc();
+    }
+
+    /// Records a finished checkpoint: its pause, duration and size, or a failure.
+    pub fn checkpoint(&self, outcome: Result<(Duration, Duration, u64), ()>) {
+        match outcome {
+            Ok((pause, duration, bytes)) => {
+                self.checkpoints
+                    .get_or_create(&CheckpointLabels {
+                        result: CheckpointResult::success,
+                    })
+                    .inc();
+                self.checkpoint_pause.observe(pause.as_secs_f64());
+                self.checkpoint_duration.observe(duration.as_secs_f64());
+                self.checkpoint_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                self.checkpoint_last_success.set(now);
+            }
+            Err(()) => {
+                self.checkpoints
+                    .get_or_create(&CheckpointLabels {
+                        result: CheckpointResult::failure,
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// Sets the lag of one source partition.

@@ -1,7 +1,8 @@
 //! Startup and shutdown of the worker process: load the configuration, work out who this worker
 //! is, open the history store, serve HTTP, run the streaming job (ready once its partitions are
-//! assigned), and on SIGTERM or SIGINT stop consuming, flush and commit what was delivered, stop
-//! serving and return. Final checkpoints on SIGTERM come with the checkpointing work. Every step
+//! assigned), and on SIGTERM or SIGINT stop consuming, flush, write a final checkpoint and commit
+//! what was delivered, stop serving and return. After a control stop it stays up, stopped, until
+//! the signal comes (the operator deletes the Pod). Every step
 //! that can fail returns an error naming the step, and `main` turns it into exit status 1 (a
 //! fatal history error included, so the Pod restarts).
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::VERSION;
 use crate::cli::Args;
 use crate::config::{ConfigError, WorkerConfig};
+use crate::control::Phase;
 use crate::history::{History, HistoryError};
 use crate::http::{self, WorkerState};
 use crate::identity::{Identity, IdentityError};
@@ -146,6 +148,15 @@ pub async fn run_worker(
             })
             .into_future(),
     );
+    // The signal is watched, not consumed by the stream: after a control stop the worker waits
+    // for it, stopped, before exiting.
+    let (signalled, mut signal) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = signalled.send(true);
+    });
+    let mut stream_signal = signal.clone();
     let streaming = stream::run(
         config,
         identity,
@@ -153,8 +164,7 @@ pub async fn run_worker(
         state.clone(),
         StreamSettings::default(),
         async move {
-            shutdown.await;
-            tracing::info!("shutting down");
+            let _ = stream_signal.wait_for(|s| *s).await;
         },
     );
     let outcome = tokio::select! {
@@ -174,6 +184,11 @@ pub async fn run_worker(
         }
     };
     state.set_ready(false);
+    if outcome.is_ok() && state.phase() == Phase::Stopped && !*signal.borrow() {
+        tracing::info!("stopped by a control call; waiting to be deleted");
+        let _ = signal.wait_for(|s| *s).await;
+    }
+    watcher.abort();
     if let Some(purger) = purger {
         purger.abort();
     }

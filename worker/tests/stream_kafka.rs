@@ -97,7 +97,13 @@ fn generated_stream() -> Vec<(i32, Vec<u8>)> {
     out
 }
 
-fn worker_config(kafka: &Kafka, source: &str, sink: &str, quarantine: &str) -> String {
+fn worker_config(
+    kafka: &Kafka,
+    source: &str,
+    sink: &str,
+    quarantine: &str,
+    checkpoints: &std::path::Path,
+) -> String {
     format!(
         r#"job: streamtest
 namespace: e2e
@@ -125,8 +131,9 @@ spec:
     backend: Embedded
     ttl: 3h
   checkpoints:
-    location: s3://checkpoints/streamtest
+    location: file://{checkpoints}
 "#,
+        checkpoints = checkpoints.display(),
         bootstrap = kafka.bootstrap,
         group = unique_name("streamtest"),
     )
@@ -197,7 +204,13 @@ async fn a_kafka_stream_is_sessionized_like_the_oracle() {
     let config_path = dir.path().join("worker.yaml");
     std::fs::write(
         &config_path,
-        worker_config(kafka, &source, &sink, &quarantine),
+        worker_config(
+            kafka,
+            &source,
+            &sink,
+            &quarantine,
+            &dir.path().join("checkpoints"),
+        ),
     )
     .unwrap();
     let config = WorkerConfig::from_file(&config_path).unwrap();

@@ -108,6 +108,15 @@ impl EngineConfig {
         }
     }
 
+    /// This configuration for key group `key_group`: its history keys get the key group in
+    /// their prefix (`<namespace>/<job>/<key group>/`), so a checkpoint can take one key group's
+    /// records from the embedded store and any worker can own any key group later.
+    pub fn for_key_group(&self, key_group: u32) -> Self {
+        let mut config = self.clone();
+        config.history_prefix = format!("{}{key_group}/", self.history_prefix);
+        config
+    }
+
     /// The engine configuration of a worker.
     pub fn from_worker(config: &WorkerConfig) -> Result<Self, SpecError> {
         let mut engine = Self::new(
@@ -149,6 +158,7 @@ pub struct Quarantine {
 
 /// What happened to the inputs of a key group, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Counters {
     /// Records received.
     pub records: u64,

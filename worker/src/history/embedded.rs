@@ -245,6 +245,17 @@ impl EmbeddedStore {
     /// how many. Blocking: call it from the blocking pool or the checkpoint thread.
     pub fn export(
         &self,
+        visit: impl FnMut(HistoryRecord) -> Result<(), HistoryError>,
+    ) -> Result<u64, HistoryError> {
+        self.export_prefix("", visit)
+    }
+
+    /// Like [`Self::export`], for the records whose key starts with `prefix` only (one key
+    /// group's records, when keys start with `<namespace>/<job>/<keyGroup>/`). Reads only that
+    /// key range.
+    pub fn export_prefix(
+        &self,
+        prefix: &str,
         mut visit: impl FnMut(HistoryRecord) -> Result<(), HistoryError>,
     ) -> Result<u64, HistoryError> {
         let now = self.inner.clock.now_ms();
@@ -257,9 +268,15 @@ impl EmbeddedStore {
             .open_table(RECORDS)
             .map_err(|e| storage("exporting")(e.into()))?;
         let mut count = 0;
-        for entry in records.iter().map_err(|e| storage("exporting")(e.into()))? {
+        let range = records
+            .range::<&str>(prefix..)
+            .map_err(|e| storage("exporting")(e.into()))?;
+        for entry in range {
             let (key, row) = entry.map_err(|e| storage("exporting")(e.into()))?;
             let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
             let Some((expires_at_ms, stored)) = split_row(row.value()) else {
                 return Err(HistoryError::Corrupt {
                     key: key.to_owned(),
@@ -636,6 +653,33 @@ mod tests {
         assert_eq!(target.get("b").await.unwrap(), Some(vec![0, 255, 7]));
         // Importing something already expired writes nothing.
         assert_eq!(target.import(exported).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn export_by_prefix_reads_one_key_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let store = open(dir.path(), &clock);
+        for key in [
+            "ns/job/1/a",
+            "ns/job/10/a",
+            "ns/job/1/b",
+            "ns/job/2/a",
+            "ns/job/0/z",
+        ] {
+            store.put(key, b"x", Duration::from_secs(60)).await.unwrap();
+        }
+        let mut keys = Vec::new();
+        let count = store
+            .export_prefix("ns/job/1/", |record| {
+                keys.push(record.key);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(keys, ["ns/job/1/a", "ns/job/1/b"]);
+        assert_eq!(store.export_prefix("ns/job/3/", |_| Ok(())).unwrap(), 0);
+        assert_eq!(store.export(|_| Ok(())).unwrap(), 5);
     }
 
     #[test]

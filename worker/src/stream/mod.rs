@@ -10,6 +10,7 @@
 //! groups, and never keep running after a fatal history error: the worker exits non-zero and its
 //! Pod restarts.
 
+pub mod checkpointing;
 pub mod commit;
 pub mod consumer;
 pub mod pipeline;
@@ -29,11 +30,14 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
+use crate::checkpoint;
 use crate::config::WorkerConfig;
+use crate::control::{Control, Phase, StopReport};
 use crate::engine::{EngineConfig, EngineError, KeyGroup};
 use crate::history::{History, WriteBehind};
 use crate::http::WorkerState;
 use crate::identity::Identity;
+use checkpointing::Checkpointing;
 use pipeline::{Pipeline, now_ms};
 use router::Router;
 
@@ -75,6 +79,9 @@ pub enum StreamError {
     /// A blocking task failed.
     #[error("{0}: the task failed")]
     Task(&'static str),
+    /// A checkpoint could not be written, or the one to restore from could not be read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// Timings of the stream loop.
@@ -110,9 +117,10 @@ impl Default for StreamSettings {
     }
 }
 
-/// Runs the streaming job of this worker until `shutdown` completes (then stops consuming,
-/// waits for deliveries in flight, commits what was delivered and returns `Ok`) or a fatal error.
-/// Marks `state` ready once the partitions are assigned and the engine runs.
+/// Runs the streaming job of this worker until `shutdown` completes or a control call stops it
+/// (either way: stop consuming, wait for the deliveries in flight, write a final checkpoint,
+/// commit, and return `Ok`), or a fatal error. Marks `state` ready once the partitions are
+/// assigned and the engine runs.
 pub async fn run(
     config: WorkerConfig,
     identity: Identity,
@@ -122,6 +130,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StreamError> {
     tokio::pin!(shutdown);
+    let mut control = state.take_control().ok_or(StreamError::Unsupported(
+        "the stream can run only once per worker state",
+    ))?;
     // A stop while starting (the brokers may take a while to answer) is a clean stop.
     let started = tokio::select! {
         started = start(&config, &identity, history, &state, &settings) => started?,
@@ -141,36 +152,89 @@ pub async fn run(
         &kafka_consumer,
         &settings,
         &log_ends,
+        &mut control,
         &mut shutdown,
     )
     .await;
     // Not ready from here on: consumption has stopped.
     state.set_ready(false);
     refresher.abort();
-    match result {
-        Ok(()) => {
-            info!(
-                in_flight = pipeline.sink.in_flight(),
-                "stopping: draining deliveries"
-            );
-            let drained = pipeline
-                .sink
-                .drain(&mut pipeline.ledger, settings.drain_timeout)
-                .await;
-            pipeline.commit(&kafka_consumer, CommitMode::Sync).await?;
-            pipeline.publish_status(&log_ends.borrow());
-            drained?;
-            info!("stream stopped");
-            Ok(())
-        }
+    let (id, reply) = match result {
+        Ok(Exit::Shutdown) => (checkpoint::final_id(now_ms()), None),
+        Ok(Exit::Stop { id, reply }) => (id, Some(reply)),
         Err(error) => {
             // Whatever was delivered may still be committed; the rest is replayed.
             if let Err(commit_error) = pipeline.commit(&kafka_consumer, CommitMode::Sync).await {
                 warn!(error = %commit_error, "committing delivered offsets while failing");
             }
+            return Err(error);
+        }
+    };
+    state.set_phase(Phase::Stopping);
+    info!(
+        in_flight = pipeline.sink.in_flight(),
+        checkpoint = %id,
+        "stopping: draining deliveries, then a final checkpoint"
+    );
+    let outcome = stop(&mut pipeline, &kafka_consumer, &settings, id).await;
+    pipeline.publish_status(&log_ends.borrow());
+    match outcome {
+        Ok(report) => {
+            info!(checkpoint = %report.checkpoint_id, "stream stopped");
+            state.set_stopped(report.clone());
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(report));
+            }
+            Ok(())
+        }
+        Err(error) => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error.to_string()));
+            }
             Err(error)
         }
     }
+}
+
+/// Why [`drive`] returned without an error.
+enum Exit {
+    /// The process is shutting down.
+    Shutdown,
+    /// `POST /control/stop`.
+    Stop {
+        id: String,
+        reply: tokio::sync::oneshot::Sender<Result<StopReport, String>>,
+    },
+}
+
+/// Drains deliveries, writes the final checkpoint `id` (when the job has a checkpoint store),
+/// commits.
+async fn stop(
+    pipeline: &mut Pipeline,
+    kafka_consumer: &StreamConsumer,
+    settings: &StreamSettings,
+    id: String,
+) -> Result<StopReport, StreamError> {
+    pipeline
+        .sink
+        .drain(&mut pipeline.ledger, settings.drain_timeout)
+        .await?;
+    let checkpoint = if pipeline.checkpointing.is_some() {
+        Some(
+            pipeline
+                .checkpoint_now(id.clone(), true, settings.drain_timeout)
+                .await?,
+        )
+    } else {
+        None
+    };
+    pipeline.commit(kafka_consumer, CommitMode::Sync).await?;
+    let key_groups = pipeline.router.key_groups().collect();
+    Ok(StopReport {
+        checkpoint_id: id,
+        key_groups,
+        checkpoint,
+    })
 }
 
 /// What [`start`] sets up.
@@ -218,13 +282,42 @@ async fn start(
             .await
             .map_err(|_| StreamError::Task("fetching committed offsets"))??
     };
-    consumer::assign(&kafka_consumer, &router, &committed)?;
+    let checkpointing = Checkpointing::open(
+        config,
+        partitions,
+        router.key_groups(),
+        &history,
+        engine_config.history_prefix.clone(),
+        now_ms(),
+    )
+    .map_err(|e| StreamError::Checkpoint(e.to_string()))?;
+    let mut restored = checkpointing
+        .restore(&config.spec.checkpoints.restore_from())
+        .await
+        .map_err(|e| StreamError::Checkpoint(e.to_string()))?;
+    // A restored key group resumes exactly where its state was taken, whatever the consumer
+    // group committed since.
+    let mut start_offsets = committed.clone();
+    for (t, topic) in router.topics().iter().enumerate() {
+        for (kg, found) in &restored {
+            if let Some(offset) = found.checkpoint.offsets.get(topic) {
+                start_offsets.insert((t, *kg as i32), Some(*offset));
+            }
+        }
+    }
+    consumer::assign(&kafka_consumer, &router, &start_offsets)?;
     let producer = producer::create_producer(config)?;
     let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
     let history = WriteBehind::new(history);
     let groups = router
         .key_groups()
-        .map(|kg| KeyGroup::new(kg, engine_config.clone(), history.clone()))
+        .map(|kg| {
+            let engine = engine_config.for_key_group(kg);
+            match restored.remove(&kg) {
+                Some(found) => KeyGroup::restore(engine, history.clone(), found.checkpoint.state),
+                None => KeyGroup::new(kg, engine, history.clone()),
+            }
+        })
         .collect();
     let (log_ends, refresher) =
         consumer::spawn_log_end_refresher(metadata, &router, settings.log_end_interval);
@@ -234,7 +327,8 @@ async fn start(
         end_key_group = router.key_groups().end,
         topics = ?router.topics(),
         group = %consumer::consumer_group(config),
-        committed = ?committed,
+        start = ?start_offsets,
+        checkpoints = %checkpointing.describe(),
         effective_sink = config.effective_sink.as_str(),
         "stream started"
     );
@@ -250,14 +344,16 @@ async fn start(
         state.clone(),
         now_ms().saturating_add(engine_config.idle_source_timeout_ms),
     );
+    pipeline.checkpointing = Some(checkpointing);
     // Until something is consumed, the position of a partition is where it starts.
     pipeline.positions.extend(
-        committed
+        start_offsets
             .iter()
             .filter_map(|(tp, offset)| offset.map(|n| (*tp, n))),
     );
     pipeline.publish_status(&log_ends.borrow());
     state.set_ready(true);
+    state.set_phase(Phase::Running);
     Ok(Started {
         pipeline,
         kafka_consumer,
@@ -272,8 +368,9 @@ async fn drive(
     kafka_consumer: &StreamConsumer,
     settings: &StreamSettings,
     log_ends: &watch::Receiver<BTreeMap<commit::TopicPartition, i64>>,
+    control: &mut tokio::sync::mpsc::Receiver<Control>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), StreamError> {
+) -> Result<Exit, StreamError> {
     tokio::pin!(shutdown);
     let mut messages = kafka_consumer.stream();
     let mut ticks = tokio::time::interval(settings.tick);
@@ -284,7 +381,15 @@ async fn drive(
         let room = p.sink.in_flight() < settings.max_in_flight;
         tokio::select! {
             biased;
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => return Ok(Exit::Shutdown),
+            Some(request) = control.recv() => match request {
+                Control::Stop { id, reply } => return Ok(Exit::Stop { id, reply }),
+                Control::Checkpoint { reply } => {
+                    let id = checkpoint::final_id(now_ms());
+                    let outcome = p.checkpoint_now(id, false, settings.drain_timeout).await;
+                    let _ = reply.send(outcome.map_err(|e| e.to_string()));
+                }
+            },
             Some(delivered) = p.sink.in_flight.next(), if !p.sink.in_flight.is_empty() => {
                 p.sink.settle(delivered, &mut p.ledger)?;
                 // Every other acknowledgement that is already in, without waiting.
@@ -297,6 +402,7 @@ async fn drive(
             }
             _ = ticks.tick() => {
                 p.on_tick(now_ms()).await?;
+                p.maybe_checkpoint(now_ms(), settings.drain_timeout).await?;
                 let now = Instant::now();
                 if now >= next_commit {
                     next_commit = now + settings.commit_interval;

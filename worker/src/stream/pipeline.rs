@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -17,11 +17,13 @@ use rdkafka::message::BorrowedMessage;
 use tracing::{error, warn};
 
 use super::StreamError;
+use super::checkpointing::{self, CheckpointError, CheckpointSummary, Checkpointing};
 use super::commit::{CommitLedger, TopicPartition};
 use super::consumer::commit_list;
 use super::producer::Sink;
 use super::router::Router;
 use super::status::{self, HistoryHealth, KeyGroupStatus, StreamStatus};
+use crate::checkpoint::KeyGroupCheckpoint;
 use crate::engine::watermark::{self, PartitionWatermark};
 use crate::engine::{Counters, EngineError, KeyGroup, Output};
 use crate::event::Event;
@@ -86,6 +88,8 @@ pub struct Pipeline {
     combined: Option<i64>,
     /// Processing time before which no combined watermark is pushed (start + idle timeout).
     push_from_ms: i64,
+    /// Checkpoints, when the job has a checkpoint store.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 impl Pipeline {
@@ -116,6 +120,7 @@ impl Pipeline {
             history_error: None,
             combined: None,
             push_from_ms,
+            checkpointing: None,
         }
     }
 
@@ -305,7 +310,153 @@ impl Pipeline {
                 ok: self.history_error.is_none(),
                 last_error: self.history_error.clone(),
             },
+            in_flight: self.sink.in_flight() as u64,
+            counters: self.counters_total(),
         });
+    }
+
+    /// The counters of all key groups added up.
+    fn counters_total(&self) -> Counters {
+        let mut total = Counters::default();
+        for group in &self.groups {
+            let c = group.counters();
+            total.records += c.records;
+            total.malformed += c.malformed;
+            total.page_number_dropped += c.page_number_dropped;
+            total.over_byte_cap += c.over_byte_cap;
+            total.duplicates += c.duplicates;
+            total.too_late += c.too_late;
+            total.late_merged += c.late_merged;
+            total.sessions_closed += c.sessions_closed;
+            total.late_updates += c.late_updates;
+            total.tombstones += c.tombstones;
+        }
+        total
+    }
+
+    /// Every key group's state with the source offsets it is consistent with. Call between
+    /// batches.
+    pub fn snapshot(&self) -> Vec<KeyGroupCheckpoint> {
+        let topics = self.router.topics();
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(slot, group)| {
+                let key_group = self.router.key_group(slot);
+                let offsets = topics
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(t, name)| {
+                        let position = self.positions.get(&(t, key_group as i32))?;
+                        Some((name.clone(), *position))
+                    })
+                    .collect();
+                KeyGroupCheckpoint {
+                    key_group,
+                    offsets,
+                    state: group.snapshot(),
+                    history: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// The consistent point a checkpoint needs: every record produced so far acknowledged
+    /// (a checkpoint must never claim a session was emitted when its record could still be
+    /// lost), every history write stored, the state copied. Returns the copy, when the pause
+    /// started, and how long it lasted.
+    async fn pause_for_checkpoint(
+        &mut self,
+        drain_timeout: Duration,
+    ) -> Result<(Vec<KeyGroupCheckpoint>, Instant, Duration), StreamError> {
+        let started = Instant::now();
+        self.sink.drain(&mut self.ledger, drain_timeout).await?;
+        self.history
+            .flush()
+            .await
+            .map_err(|e| StreamError::Engine(EngineError::History(e)))?;
+        let snapshot = self.snapshot();
+        Ok((snapshot, started, started.elapsed()))
+    }
+
+    /// Collects a finished background checkpoint, then starts the periodic one if it is due.
+    pub async fn maybe_checkpoint(
+        &mut self,
+        now_ms: i64,
+        drain_timeout: Duration,
+    ) -> Result<(), StreamError> {
+        let Some(checkpointing) = self.checkpointing.as_mut() else {
+            return Ok(());
+        };
+        if let Some(outcome) = checkpointing.poll_upload().await {
+            self.record_checkpoint(outcome);
+        }
+        let Some(checkpointing) = self.checkpointing.as_mut() else {
+            return Ok(());
+        };
+        if !checkpointing.due(now_ms) {
+            return Ok(());
+        }
+        let id = checkpointing.take_due_id(now_ms);
+        let (snapshot, started, pause) = self.pause_for_checkpoint(drain_timeout).await?;
+        if let Some(checkpointing) = self.checkpointing.as_mut() {
+            checkpointing.start_upload(id, snapshot, started, pause);
+        }
+        Ok(())
+    }
+
+    /// Takes a checkpoint now and waits for it (`POST /control/checkpoint`, or a stop when
+    /// `is_final`).
+    pub async fn checkpoint_now(
+        &mut self,
+        id: String,
+        is_final: bool,
+        drain_timeout: Duration,
+    ) -> Result<CheckpointSummary, StreamError> {
+        let Some(checkpointing) = self.checkpointing.as_mut() else {
+            return Err(StreamError::Unsupported(
+                "this worker has no checkpoint store",
+            ));
+        };
+        if let Some(outcome) = checkpointing.finish_upload().await {
+            self.record_checkpoint(outcome);
+        }
+        let (snapshot, started, pause) = self.pause_for_checkpoint(drain_timeout).await?;
+        let Some(checkpointing) = self.checkpointing.as_ref() else {
+            return Err(StreamError::Unsupported(
+                "this worker has no checkpoint store",
+            ));
+        };
+        match checkpointing
+            .write_now(id, snapshot, started, pause, is_final)
+            .await
+        {
+            Ok(summary) => {
+                self.record_checkpoint(Ok(summary.clone()));
+                Ok(summary)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                self.record_checkpoint(Err(error));
+                Err(StreamError::Checkpoint(message))
+            }
+        }
+    }
+
+    fn record_checkpoint(&mut self, outcome: Result<CheckpointSummary, CheckpointError>) {
+        checkpointing::log_outcome(&outcome);
+        let metrics = self.state.metrics().stream();
+        match outcome {
+            Ok(summary) => {
+                metrics.checkpoint(Ok((
+                    Duration::from_millis(summary.pause_millis),
+                    Duration::from_millis(summary.duration_millis),
+                    summary.bytes,
+                )));
+                self.state.set_last_checkpoint(summary);
+            }
+            Err(_) => metrics.checkpoint(Err(())),
+        }
     }
 
     /// Adds what the key groups counted since the last report to the metrics.

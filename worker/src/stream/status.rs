@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::commit::TopicPartition;
+use crate::engine::Counters;
 
 /// The streaming part of `/status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -29,6 +30,10 @@ pub struct StreamStatus {
     pub key_groups: Vec<KeyGroupStatus>,
     /// The history store's health.
     pub history: HistoryHealth,
+    /// Records produced and not yet acknowledged.
+    pub in_flight: u64,
+    /// What happened to the input, over all key groups.
+    pub counters: Counters,
 }
 
 /// One key group in `/status`.
