@@ -318,3 +318,126 @@ pub async fn read_jobs(
         _ => Err("a SessionJob of the cutover is missing".to_owned()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use k8s_openapi::jiff::Timestamp;
+    use sessionizer_crds::session_job::{EffectiveSink, HistoryStoreStatus, SessionJobStatus};
+
+    use super::*;
+    use crate::session_job::fixtures;
+
+    fn ready_status(replicas: i32) -> SessionJobStatus {
+        SessionJobStatus {
+            observed_generation: Some(1),
+            ready_replicas: Some(replicas),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "WorkersReady".into(),
+                message: String::new(),
+                observed_generation: Some(1),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Timestamp::UNIX_EPOCH,
+                ),
+            }],
+            ..SessionJobStatus::default()
+        }
+    }
+
+    fn jobs() -> Jobs {
+        let mut from = fixtures::minimal();
+        from.status = Some(ready_status(1));
+        let mut to = fixtures::full();
+        to.status = Some(ready_status(4));
+        Jobs { from, to }
+    }
+
+    #[test]
+    fn pending_starts_once_both_jobs_are_ready() {
+        assert_eq!(pending(&jobs()), Outcome::Done);
+        let mut waiting = jobs();
+        waiting.to.status = Some(ready_status(3));
+        assert_eq!(
+            pending(&waiting),
+            Outcome::Waiting("waiting for SessionJob pageviews-v2 to be Ready".into())
+        );
+    }
+
+    #[test]
+    fn a_breached_or_full_history_store_refuses_the_start() {
+        for level in [HistoryStoreLevel::Breached, HistoryStoreLevel::StopWrites] {
+            let mut blocked = jobs();
+            if let Some(status) = blocked.from.status.as_mut() {
+                status.history_store = Some(HistoryStoreStatus {
+                    level,
+                    ..HistoryStoreStatus::default()
+                });
+            }
+            match pending(&blocked) {
+                Outcome::Waiting(message) => {
+                    assert!(message.starts_with("refusing to start"), "{message}");
+                    assert!(message.contains(&format!("{level:?}")), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut warning = jobs();
+        if let Some(status) = warning.to.status.as_mut() {
+            status.history_store = Some(HistoryStoreStatus {
+                level: HistoryStoreLevel::Warning,
+                ..HistoryStoreStatus::default()
+            });
+        }
+        assert_eq!(
+            history_store_block(&warning),
+            None,
+            "a warning does not block"
+        );
+    }
+
+    #[test]
+    fn the_flip_is_done_when_the_new_job_writes_to_production_and_the_old_one_is_retired() {
+        let mut jobs = jobs();
+        assert!(matches!(flipping_sink(&jobs), Outcome::Waiting(_)));
+        if let Some(status) = jobs.to.status.as_mut() {
+            status.effective_sink = Some(EffectiveSink {
+                mode: SinkMode::Production,
+                topic: "sessions".into(),
+                since: None,
+            });
+        }
+        assert_eq!(
+            flipping_sink(&jobs),
+            Outcome::Waiting("waiting for pageviews to be Retired".into())
+        );
+        if let Some(status) = jobs.from.status.as_mut() {
+            status.phase = Some(SessionJobPhase::Retired);
+        }
+        assert_eq!(flipping_sink(&jobs), Outcome::Done);
+    }
+
+    #[test]
+    fn producers_come_from_the_cutover_or_else_the_side_run() {
+        let jobs = jobs();
+        let spec =
+            serde_json::from_value(serde_json::json!({"from": "pageviews", "to": "pageviews-v2"}))
+                .unwrap();
+        let cutover = SessionJobCutover::new("switch", spec);
+        let names: Vec<String> = wanted_producers(&cutover, &jobs.to)
+            .iter()
+            .map(|w| w.name.to_string())
+            .collect();
+        assert_eq!(names, ["pageview-collector", "transaction-relay"]);
+        let spec = serde_json::from_value(
+            serde_json::json!({"from": "pageviews", "to": "pageviews-v2", "producers": []}),
+        )
+        .unwrap();
+        let none = SessionJobCutover::new("switch", spec);
+        assert!(
+            wanted_producers(&none, &jobs.to).is_empty(),
+            "[] pauses nothing"
+        );
+    }
+}
