@@ -5,6 +5,7 @@
 //! Parsing only: nothing here touches the network or the cluster.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -24,6 +25,8 @@ pub const ENV_IDENTITY: &str = "POD_NAME";
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 /// Environment fallback of `--log-level`.
 pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
+/// Environment fallback of `--incomplete-checkpoint-grace`.
+pub const ENV_INCOMPLETE_CHECKPOINT_GRACE: &str = "INCOMPLETE_CHECKPOINT_GRACE";
 
 /// Default name of the leader election Lease.
 pub const DEFAULT_LEASE_NAME: &str = "sessionizer-operator";
@@ -33,6 +36,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_LEASE_NAMESPACE: &str = "default";
 /// Default of `--log-level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default of `--incomplete-checkpoint-grace`.
+pub const DEFAULT_INCOMPLETE_CHECKPOINT_GRACE: &str = "10m";
 
 /// The operator's flags.
 #[derive(Clone, Debug, PartialEq, Eq, Parser)]
@@ -87,6 +92,16 @@ pub struct Args {
         value_parser = non_empty_or(DEFAULT_LOG_LEVEL)
     )]
     pub log_level: String,
+    /// How long a checkpoint without a manifest (unfinished, or left by a crashed worker) is
+    /// left alone before retention deletes it; measured from its newest file. A duration such as
+    /// `10m` or `90s`.
+    #[arg(
+        long,
+        env = ENV_INCOMPLETE_CHECKPOINT_GRACE,
+        default_value = DEFAULT_INCOMPLETE_CHECKPOINT_GRACE,
+        value_parser = parse_grace
+    )]
+    pub incomplete_checkpoint_grace: Duration,
 }
 
 /// How log lines are written.
@@ -155,6 +170,14 @@ fn parse_log_format(value: &str) -> Result<LogFormat, String> {
         "text" => Ok(LogFormat::Text),
         other => Err(format!("{other:?} is not json or text")),
     }
+}
+
+fn parse_grace(value: &str) -> Result<Duration, String> {
+    let value = match value.trim() {
+        "" => DEFAULT_INCOMPLETE_CHECKPOINT_GRACE,
+        value => value,
+    };
+    sessionizer_crds::duration::parse(value).map_err(|error| error.to_string())
 }
 
 fn non_empty_or(default: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
@@ -232,6 +255,24 @@ mod tests {
         assert_eq!(args.identity(), "operator-0");
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.log_level, "debug");
+    }
+
+    #[test]
+    fn incomplete_checkpoint_grace_is_a_duration() {
+        if std::env::var_os(ENV_INCOMPLETE_CHECKPOINT_GRACE).is_none() {
+            assert_eq!(
+                parse(&[]).incomplete_checkpoint_grace,
+                Duration::from_secs(600)
+            );
+        }
+        let args = parse(&["--incomplete-checkpoint-grace", "5s"]);
+        assert_eq!(args.incomplete_checkpoint_grace, Duration::from_secs(5));
+        let args = parse(&["--incomplete-checkpoint-grace="]);
+        assert_eq!(args.incomplete_checkpoint_grace, Duration::from_secs(600));
+        assert!(
+            Args::try_parse_from(["sessionizer-operator", "--incomplete-checkpoint-grace=7d"])
+                .is_err()
+        );
     }
 
     #[test]

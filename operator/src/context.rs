@@ -13,6 +13,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use sessionizer_crds::SessionJob;
+use sessionizer_worker::checkpoint::retention::DEFAULT_INCOMPLETE_GRACE;
 
 use crate::metrics::Metrics;
 use crate::session_job::kafka::PartitionLookup;
@@ -34,6 +35,8 @@ pub struct Context {
     pub kafka: Arc<dyn PartitionLookup>,
     /// HTTP client for the workers' `/status` and control calls.
     pub workers: reqwest::Client,
+    /// How long retention leaves a checkpoint without a manifest alone.
+    pub incomplete_checkpoint_grace: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SessionJob>, u32>>,
 }
@@ -52,8 +55,15 @@ impl Context {
             metrics,
             kafka,
             workers: reqwest::Client::new(),
+            incomplete_checkpoint_grace: DEFAULT_INCOMPLETE_GRACE,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the grace period of checkpoints without a manifest (`--incomplete-checkpoint-grace`).
+    pub fn with_incomplete_checkpoint_grace(mut self, grace: Duration) -> Self {
+        self.incomplete_checkpoint_grace = grace;
+        self
     }
 
     /// Records a failure of `job` and returns how long to wait before the next try:

@@ -10,6 +10,7 @@
 //! `kubectl sessionizer`; [`run`] wires the controllers to [`leader`] election, the [`http`]
 //! server and [`metrics`]; [`names`] holds every label, annotation and name the operator writes.
 
+pub mod checkpoints;
 pub mod cli;
 pub mod context;
 pub mod cutover;

@@ -1,18 +1,18 @@
-//! The operator's Prometheus metrics: reconcile counts, failures by cause, reconcile durations and
-//! whether this replica leads. Served by [`crate::http`] at `/metrics`.
+//! The operator's Prometheus metrics: reconcile counts, failures by cause, reconcile durations,
+//! whether this replica leads, each job's checkpoints (latest success, size, duration,
+//! retained count, deletions by reason), cutover stages, producer pauses and side-run parity. Served by [`crate::http`] at `/metrics`.
 //!
 //! Metric names and label values are a contract with dashboards and alerts: failure causes come
 //! from the errors' static `metric_label()`, never from free text, so the label set stays small.
 //! Nothing here talks to Kubernetes.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -61,13 +61,45 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-/// Labels of the side-run parity gauges.
+/// Labels of the per-job checkpoint gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
-    /// Namespace of the job.
+    /// The SessionJob's namespace.
     pub namespace: String,
-    /// The side-running job.
+    /// The SessionJob's name.
     pub job: String,
+}
+
+/// Labels of the checkpoint deletion counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeletionLabels {
+    /// The SessionJob's namespace.
+    pub namespace: String,
+    /// The SessionJob's name.
+    pub job: String,
+    /// `retain`, `max_age`, `incomplete` or `finalizer`.
+    pub reason: &'static str,
+}
+
+/// The newest complete checkpoint of a job, as the checkpoint gauges show it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatestCheckpoint {
+    /// When it completed, in Unix seconds.
+    pub completed_seconds: f64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How long it took, in seconds.
+    pub duration_seconds: f64,
+}
+
+/// The per-job checkpoint metrics.
+#[derive(Default)]
+struct CheckpointMetrics {
+    last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    retained: Family<JobLabels, Gauge>,
+    deleted: Family<DeletionLabels, Counter>,
+    bytes: Family<JobLabels, Gauge>,
+    duration: Family<JobLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// The metrics and the registry that serves them.
@@ -83,6 +115,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     leader: Gauge,
+    checkpoints: CheckpointMetrics,
 }
 
 impl Default for Metrics {
@@ -152,6 +185,33 @@ impl Metrics {
             "side_run_worst_difference_basis_points",
             "Largest relative difference between the side-running and the replaced job over the last window",
             side_run_difference.clone(),
+
+        );
+        let checkpoints = CheckpointMetrics::default();
+        registry.register(
+            "checkpoint_last_success_timestamp_seconds",
+            "When the newest complete checkpoint of the job completed (Unix time)",
+            checkpoints.last_success.clone(),
+        );
+        registry.register(
+            "checkpoints_retained",
+            "Complete checkpoints of the job kept in the object store",
+            checkpoints.retained.clone(),
+        );
+        registry.register(
+            "checkpoints_deleted",
+            "Checkpoints the operator deleted, by reason (retain, max_age, incomplete, finalizer)",
+            checkpoints.deleted.clone(),
+        );
+        registry.register(
+            "checkpoint_bytes",
+            "Size of the newest complete checkpoint of the job",
+            checkpoints.bytes.clone(),
+        );
+        registry.register(
+            "checkpoint_duration_seconds",
+            "How long the newest complete checkpoint of the job took to write",
+            checkpoints.duration.clone(),
         );
         Self {
             cutover_stage_started,
@@ -165,7 +225,67 @@ impl Metrics {
             failures,
             duration,
             leader,
+            checkpoints,
         }
+    }
+
+    /// Records what the object store holds for job `namespace/job`: its newest complete
+    /// checkpoint (if any) and how many complete ones are retained.
+    pub fn set_checkpoints(
+        &self,
+        namespace: &str,
+        job: &str,
+        latest: Option<LatestCheckpoint>,
+        retained: usize,
+    ) {
+        let labels = job_labels(namespace, job);
+        let metrics = &self.checkpoints;
+        metrics
+            .retained
+            .get_or_create(&labels)
+            .set(i64::try_from(retained).unwrap_or(i64::MAX));
+        if let Some(latest) = latest {
+            metrics
+                .last_success
+                .get_or_create(&labels)
+                .set(latest.completed_seconds);
+            metrics
+                .bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(latest.bytes).unwrap_or(i64::MAX));
+            metrics
+                .duration
+                .get_or_create(&labels)
+                .set(latest.duration_seconds);
+        }
+    }
+
+    /// Counts `count` checkpoints of `namespace/job` deleted for `reason`.
+    pub fn checkpoints_deleted(
+        &self,
+        namespace: &str,
+        job: &str,
+        reason: &'static str,
+        count: u64,
+    ) {
+        self.checkpoints
+            .deleted
+            .get_or_create(&DeletionLabels {
+                namespace: namespace.to_owned(),
+                job: job.to_owned(),
+                reason,
+            })
+            .inc_by(count);
+    }
+
+    /// Drops the checkpoint gauges of a deleted job (the deletion counters stay).
+    pub fn forget_checkpoints(&self, namespace: &str, job: &str) {
+        let labels = job_labels(namespace, job);
+        let metrics = &self.checkpoints;
+        metrics.last_success.remove(&labels);
+        metrics.retained.remove(&labels);
+        metrics.bytes.remove(&labels);
+        metrics.duration.remove(&labels);
     }
 
     /// Counts a reconcile of `controller` and returns a guard that records its duration when
@@ -300,6 +420,13 @@ fn stage_histogram() -> Histogram {
     ])
 }
 
+fn job_labels(namespace: &str, job: &str) -> JobLabels {
+    JobLabels {
+        namespace: namespace.to_owned(),
+        job: job.to_owned(),
+    }
+}
+
 /// 5 ms to ~40 s: a reconcile is a few API calls plus at most one Kafka metadata timeout.
 fn duration_histogram() -> Histogram {
     Histogram::new([
@@ -372,5 +499,32 @@ mod tests {
             text.contains("sessionizer_operator_side_run_parity{namespace=\"ns\",job=\"new\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn checkpoint_metrics_carry_the_names_dashboards_use() {
+        let metrics = Metrics::new();
+        let latest = LatestCheckpoint {
+            completed_seconds: 1_763_776_800.5,
+            bytes: 4096,
+            duration_seconds: 1.25,
+        };
+        metrics.set_checkpoints("team-a", "pageviews", Some(latest), 3);
+        metrics.checkpoints_deleted("team-a", "pageviews", "retain", 7);
+        let text = metrics.encode().unwrap();
+        let job = "{namespace=\"team-a\",job=\"pageviews\"}";
+        for line in [
+            format!("sessionizer_operator_checkpoint_last_success_timestamp_seconds{job} 1763776800.5"),
+            format!("sessionizer_operator_checkpoints_retained{job} 3"),
+            format!("sessionizer_operator_checkpoint_bytes{job} 4096"),
+            format!("sessionizer_operator_checkpoint_duration_seconds{job} 1.25"),
+            "sessionizer_operator_checkpoints_deleted_total{namespace=\"team-a\",job=\"pageviews\",reason=\"retain\"} 7".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        metrics.forget_checkpoints("team-a", "pageviews");
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("checkpoints_retained{"), "{text}");
+        assert!(text.contains("checkpoints_deleted_total{"), "{text}");
     }
 }

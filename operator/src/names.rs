@@ -55,6 +55,13 @@ pub fn automatic_cutover(job: &str) -> String {
     format!("{job}-cutover")
 }
 
+/// Finalizers the operator puts on its objects.
+pub mod finalizers {
+    /// On every SessionJob: its checkpoints live outside Kubernetes, so the operator gets a last
+    /// word before the job goes (deleting them when `spec.checkpoints.deleteOnJobDeletion`).
+    pub const CHECKPOINTS: &str = "sessionizer.dev/checkpoints";
+}
+
 /// Names and values inside the worker Pod.
 pub mod pod {
     /// The worker container.

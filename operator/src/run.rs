@@ -179,12 +179,15 @@ async fn lead_and_reconcile(
         Arc::new(RdKafkaLookup::default()),
         CACHE_TTL,
     ));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-        kafka,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+            kafka,
+        )
+        .with_incomplete_checkpoint_grace(args.incomplete_checkpoint_grace),
+    );
     let namespaces = args.watch_namespaces();
     let controllers = run_controllers(&client, &namespaces, ctx, health, &shutdown);
 

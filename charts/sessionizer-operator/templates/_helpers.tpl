@@ -69,15 +69,17 @@ What the operator may do in the namespaces it manages, and nothing more. The sam
 the ClusterRole (every namespace) or into one Role per watched namespace.
 */}}
 {{- define "sessionizer-operator.rules" -}}
-# Exactly the calls operator/RBAC.md lists, and no more. SessionJobs: watched from the cache,
-# only their status is written (server-side apply); the spec is never rewritten (GitOps safe).
+# Exactly the calls operator/RBAC.md lists, and no more. SessionJobs: watched from the cache;
+# `patch` only adds and removes the finalizer sessionizer.dev/checkpoints (metadata.finalizers);
+# the status is written by server-side apply; the spec is never rewritten (GitOps safe).
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobs"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobs/status"]
   verbs: ["patch"]
-# Cutovers: watched; created for an automatic side-run cutover; only their status is written.
+# Cutovers: watched (and listed by checkpoint retention, which keeps their final checkpoints);
+# created for an automatic side-run cutover; only their status is written.
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobcutovers"]
   verbs: ["list", "watch", "create"]
@@ -103,7 +105,8 @@ the ClusterRole (every namespace) or into one Role per watched namespace.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch"]
-# Only the Kafka credentials a SessionJob names, read by name (never listed or watched).
+# Only the Kafka and checkpoint-store credentials a SessionJob names, read by name (never listed
+# or watched).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

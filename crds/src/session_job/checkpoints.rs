@@ -77,6 +77,14 @@ pub struct CheckpointsSpec {
     #[x_kube(validation = Rule::new("self == 'Latest' || self == 'None' || self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')")
         .message("checkpoints.restoreFrom must be Latest, None or a checkpoint id (letters, digits, '.', '_', '-')"))]
     pub restore_from: String,
+    /// What happens to the checkpoints when the SessionJob is deleted: `false` (default) leaves
+    /// them at `location`, e.g. to start a new job from them; `true` makes the operator delete
+    /// every checkpoint of the job before the SessionJob goes (through the finalizer
+    /// `sessionizer.dev/checkpoints`). If the store cannot be reached, deletion is retried with
+    /// backoff for up to 10 minutes; then the checkpoints are left, a Warning event says so, and
+    /// the SessionJob goes anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_on_job_deletion: bool,
 }
 
 /// What a starting job restores from, parsed from `checkpoints.restoreFrom`.

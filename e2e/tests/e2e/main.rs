@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chart;
+mod checkpoint_retention;
 mod crd_validation;
 mod cutover;
 mod node_agent;

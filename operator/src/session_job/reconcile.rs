@@ -1,6 +1,8 @@
 //! One reconcile of a SessionJob, as a pipeline: *dereference* (read the StatefulSet and Kafka)
-//! → *validate* → *build* the children → *apply* them → compute and write the *status*, then
-//! publish Events for what changed.
+//! → *validate* → *build* the children → *apply* them → a checkpoint retention pass
+//! ([`crate::checkpoints`]) → compute and write the *status*, then publish Events for what
+//! changed. The whole pipeline runs behind the finalizer `sessionizer.dev/checkpoints`: a new
+//! job gets it first, and a deleted job runs the checkpoint cleanup before it goes.
 //!
 //! Invalid specs are reported in status and wait for a change (no retry loop); transient errors
 //! are returned so the controller retries with backoff. The status is written only when it
@@ -13,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use sessionizer_crds::session_job::{SessionJob, SessionJobStatus};
@@ -25,8 +28,10 @@ use super::held;
 use super::observe::{self, Observed};
 use super::status::{Outcome, desired_status};
 use super::validate::validate;
+use crate::checkpoints::{self, cleanup};
 use crate::context::Context;
 use crate::cutover::directive::directive;
+use crate::names;
 use crate::side_run;
 
 /// The controller's name in metrics.
@@ -36,6 +41,11 @@ pub const CONTROLLER: &str = "sessionjob";
 pub const RECHECK: Duration = Duration::from_secs(300);
 /// When to look again while Kafka's answer is unknown.
 pub const RECHECK_UNKNOWN: Duration = Duration::from_secs(60);
+/// Longest time between two checkpoint retention passes of a job (shorter for shorter
+/// checkpoint intervals).
+pub const RECHECK_CHECKPOINTS: Duration = Duration::from_secs(60);
+/// Shortest time between two scheduled checkpoint retention passes.
+pub const MIN_RECHECK_CHECKPOINTS: Duration = Duration::from_secs(5);
 
 /// Why a reconcile failed (transiently: it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +62,12 @@ pub enum Error {
     /// Writing the status failed.
     #[error("writing the status: {}", apply::describe(.0))]
     Status(#[source] kube::Error),
+    /// Deleting the checkpoints of a deleted job failed (retried until it gives up).
+    #[error("deleting the checkpoints of the deleted job: {0}")]
+    Cleanup(#[from] cleanup::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("updating the finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -62,6 +78,8 @@ impl Error {
             Self::Build(_) => "build",
             Self::Apply(_) => "apply",
             Self::Status(_) => "status",
+            Self::Cleanup(_) => "checkpoint_cleanup",
+            Self::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -75,7 +93,7 @@ impl Error {
 )]
 pub async fn reconcile(job: Arc<SessionJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let result = run_pipeline(&job, &ctx).await;
+    let result = with_finalizer(job.clone(), &ctx).await;
     match &result {
         Ok(_) => ctx.reset_backoff(&ObjectRef::from_obj(job.as_ref())),
         Err(error) => ctx.metrics.failure(CONTROLLER, error.metric_label()),
@@ -94,6 +112,25 @@ pub fn error_policy(job: Arc<SessionJob>, error: &Error, ctx: Arc<Context>) -> A
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+/// Runs the pipeline behind the checkpoint finalizer, or the cleanup when the job is deleted.
+async fn with_finalizer(job: Arc<SessionJob>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = job
+        .namespace()
+        .ok_or(Error::Observe(observe::Error::MissingNamespace))?;
+    let api: Api<SessionJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer::finalizer(&api, names::finalizers::CHECKPOINTS, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => run_pipeline(&job, ctx).await,
+            Finalizer::Cleanup(job) => Ok(cleanup::run(&job, ctx, now().0).await?),
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        other => Error::Finalizer(other.to_string()),
+    })
 }
 
 async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> {
@@ -154,17 +191,32 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
         }
     };
 
+    // Checkpoints: list, enforce retention, report.
+    let pass = checkpoints::pass::run(job, ctx, now.0).await;
+
     // Status.
     let status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
     let mut status = held::apply_to_status(job, status, &directive, &now);
+    checkpoints::health::apply(&mut status, job, &pass, &now);
     side_run::update(ctx, job, &mut status, &now).await;
+    let checkpoint_events = checkpoints::events::after_pass(&pass, job.status.as_ref(), &status);
     finish(job, ctx, &observed, Some(&applied), status).await?;
+    checkpoints::events::publish(&ctx.recorder, job, &checkpoint_events).await;
+    let mut recheck = recheck_after(&balance).min(checkpoint_recheck(job));
     if job.spec.side_run.is_some() || directive.cutting_over {
-        return Ok(Action::requeue(
-            side_run::RECHECK.min(recheck_after(&balance)),
-        ));
+        recheck = recheck.min(side_run::RECHECK);
     }
-    Ok(Action::requeue(recheck_after(&balance)))
+    Ok(Action::requeue(recheck))
+}
+
+/// When the next retention pass is due: every checkpoint interval, at most a minute apart.
+fn checkpoint_recheck(job: &SessionJob) -> Duration {
+    job.spec
+        .checkpoints
+        .interval
+        .to_duration()
+        .unwrap_or(RECHECK_CHECKPOINTS)
+        .clamp(MIN_RECHECK_CHECKPOINTS, RECHECK_CHECKPOINTS)
 }
 
 /// Writes `status` if it changed and publishes the Events of the transitions.
@@ -239,6 +291,17 @@ mod tests {
             ..unknown.clone()
         };
         assert!(recheck_after(&unknown) < recheck_after(&known));
+    }
+
+    #[test]
+    fn retention_runs_every_interval_but_at_least_every_minute() {
+        let mut job = crate::session_job::fixtures::full();
+        job.spec.checkpoints.interval = "5m".into();
+        assert_eq!(checkpoint_recheck(&job), Duration::from_secs(60));
+        job.spec.checkpoints.interval = "20s".into();
+        assert_eq!(checkpoint_recheck(&job), Duration::from_secs(20));
+        job.spec.checkpoints.interval = "100ms".into();
+        assert_eq!(checkpoint_recheck(&job), Duration::from_secs(5));
     }
 
     #[test]

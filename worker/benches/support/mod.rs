@@ -32,6 +32,17 @@ pub enum Backend {
     Aerospike(String),
 }
 
+/// Where and how often a job checkpoints.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    /// `file:///…` or `s3://bucket/prefix`.
+    pub location: String,
+    /// The S3 endpoint, for `s3://`.
+    pub endpoint: Option<String>,
+    /// `checkpoints.interval`.
+    pub interval: String,
+}
+
 /// The topics and settings of one job.
 #[derive(Clone, Debug)]
 pub struct JobSpec {
@@ -108,6 +119,29 @@ impl JobSpec {
         lines.join("\n") + "\n"
     }
 
+    /// The configuration with checkpoints as `checkpoints` says.
+    pub fn yaml_with(&self, checkpoints: &Checkpoints) -> String {
+        let mut text = self.yaml(Path::new("/unused"));
+        let at = text.find("  checkpoints:").unwrap();
+        text.truncate(at);
+        text.push_str("  checkpoints:\n");
+        text.push_str(&format!("    location: {}\n", checkpoints.location));
+        if let Some(endpoint) = &checkpoints.endpoint {
+            text.push_str(&format!("    endpoint: {endpoint}\n"));
+        }
+        text.push_str(&format!("    interval: {}\n", checkpoints.interval));
+        text
+    }
+
+    /// Writes the configuration with `checkpoints` to `dir/worker.yaml`; returns it parsed.
+    pub fn write_with(&self, dir: &Path, checkpoints: &Checkpoints) -> (PathBuf, WorkerConfig) {
+        let path = dir.join("worker.yaml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, self.yaml_with(checkpoints)).unwrap();
+        let config = WorkerConfig::from_file(&path).unwrap();
+        (path, config)
+    }
+
     /// Writes the configuration to `dir/worker.yaml` and returns it parsed, proving the text is
     /// a valid worker configuration.
     pub fn write(&self, dir: &Path) -> (PathBuf, WorkerConfig) {
@@ -137,30 +171,42 @@ pub fn worker_binary() -> PathBuf {
 /// directory under `dir` and HTTP port on 127.0.0.1. They are killed when dropped.
 pub fn start_workers(config: &Path, dir: &Path, replicas: u32) -> Vec<(ManagedProcess, u16)> {
     (0..replicas)
-        .map(|ordinal| {
-            let port = free_port().unwrap();
-            let data = dir.join(format!("worker-{ordinal}"));
-            std::fs::create_dir_all(&data).unwrap();
-            let mut command = Command::new(worker_binary());
-            command
-                .arg("--config")
-                .arg(config)
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--http-addr")
-                .arg(format!("127.0.0.1:{port}"))
-                .args(["--log-format", "text"])
-                .env("SESSIONIZER_ORDINAL", ordinal.to_string())
-                .env("SESSIONIZER_REPLICAS", replicas.to_string())
-                .env("POD_NAME", format!("worker-{ordinal}"))
-                .env("POD_IP", "127.0.0.1")
-                .env_remove("SESSIONIZER_CONFIG");
-            let log = dir.join(format!("worker-{ordinal}.log"));
-            let process = ManagedProcess::start(&format!("worker-{ordinal}"), command, &log)
-                .unwrap_or_else(|e| panic!("starting {}: {e}", worker_binary().display()));
-            (process, port)
-        })
+        .map(|ordinal| start_worker(config, dir, ordinal, replicas, &[]))
         .collect()
+}
+
+/// Starts worker `ordinal` of `replicas` with extra environment `env`; its data directory is
+/// `dir/worker-<ordinal>` (kept across restarts, like a Pod's volume) and its log
+/// `dir/worker-<ordinal>.log` (appended to).
+pub fn start_worker(
+    config: &Path,
+    dir: &Path,
+    ordinal: u32,
+    replicas: u32,
+    env: &[(String, String)],
+) -> (ManagedProcess, u16) {
+    let port = free_port().unwrap();
+    let data = dir.join(format!("worker-{ordinal}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let mut command = Command::new(worker_binary());
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--log-format", "text"])
+        .env("SESSIONIZER_ORDINAL", ordinal.to_string())
+        .env("SESSIONIZER_REPLICAS", replicas.to_string())
+        .env("POD_NAME", format!("worker-{ordinal}"))
+        .env("POD_IP", "127.0.0.1")
+        .env_remove("SESSIONIZER_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let log = dir.join(format!("worker-{ordinal}.log"));
+    let process = ManagedProcess::start(&format!("worker-{ordinal}"), command, &log)
+        .unwrap_or_else(|e| panic!("starting {}: {e}", worker_binary().display()));
+    (process, port)
 }
 
 /// Produces `events` to `topic`, each to its generated partition, and waits for every

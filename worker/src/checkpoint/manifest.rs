@@ -308,12 +308,15 @@ pub fn latest_complete(listings: &[CheckpointListing]) -> Option<&CheckpointList
         .max_by(|a, b| a.id.cmp(&b.id))
 }
 
-/// The newest checkpoint complete for `key_group`.
+/// The newest checkpoint complete for `key_group`: the one whose manifest for it completed last
+/// (ids order checkpoints by when they were *named*, and a stop may be named by its caller
+/// before a periodic checkpoint of the same worker that it follows), then the greatest id.
 pub fn latest_for(listings: &[CheckpointListing], key_group: u32) -> Option<&CheckpointListing> {
     listings
         .iter()
-        .filter(|l| l.complete_key_groups.contains(&key_group))
-        .max_by(|a, b| a.id.cmp(&b.id))
+        .filter_map(|l| l.entry(key_group).map(|(m, _)| (m.completed_at, l)))
+        .max_by(|(at_a, a), (at_b, b)| at_a.cmp(at_b).then_with(|| a.id.cmp(&b.id)))
+        .map(|(_, l)| l)
 }
 
 #[cfg(test)]

@@ -91,14 +91,25 @@ pub fn decide(
         .find(|l| l.is_complete())
         .map(|l| l.id.clone());
 
-    // For each (id, key group): how many newer ids are complete for that key group.
-    let mut newer: BTreeMap<(&str, u32), usize> = BTreeMap::new();
-    let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
-    for listing in listings.iter().rev() {
+    // For each (id, key group): how many newer checkpoints are complete for that key group,
+    // "newer" as restore sees it (`manifest::latest_for`: the manifest that completed last,
+    // then the greatest id), so rank 0 is exactly what a restore of the key group would use.
+    let mut by_key_group: BTreeMap<u32, Vec<(Timestamp, &str)>> = BTreeMap::new();
+    for listing in &listings {
         for &kg in &listing.complete_key_groups {
-            let count = seen.entry(kg).or_insert(0);
-            newer.insert((listing.id.as_str(), kg), *count);
-            *count += 1;
+            if let Some((manifest, _)) = listing.entry(kg) {
+                by_key_group
+                    .entry(kg)
+                    .or_default()
+                    .push((manifest.completed_at, listing.id.as_str()));
+            }
+        }
+    }
+    let mut newer: BTreeMap<(&str, u32), usize> = BTreeMap::new();
+    for (kg, mut ids) in by_key_group {
+        ids.sort_by(|a, b| b.cmp(a));
+        for (rank, (_, id)) in ids.into_iter().enumerate() {
+            newer.insert((id, kg), rank);
         }
     }
 

@@ -105,8 +105,8 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Processes one input record received at processing time `now_ms` without closing what
     /// became due: the stream loop accepts a whole batch, then calls [`Self::tick`] once, so the
     /// history reads of all sessions the batch closes go out together. Closing a due session a
-    /// batch later changes no final session: an event that reaches it meanwhile merges into it
-    /// in memory instead of through history.
+    /// batch later changes nothing: a key's own due sessions are closed before its next event
+    /// is accepted.
     pub async fn accept_record(
         &mut self,
         raw: &[u8],
@@ -186,6 +186,20 @@ impl<H: HistoryStore> KeyGroup<H> {
             self.state.counters.too_late += 1;
             debug!(key = %event.key, event_time = event.time, watermark = wm, "dropping an event older than the allowed lateness");
             return Ok(out);
+        }
+        // Close the key's sessions that are due before the event can touch them, as a tick
+        // after the previous event would have: what a key emits then depends only on its own
+        // input and the watermark, never on where batch boundaries fell — so a replay after a
+        // restore emits exactly what the run before the crash did.
+        if let Some(wm) = watermark
+            && self
+                .state
+                .meta
+                .get(&event.key)
+                .is_some_and(|meta| meta.deadline < wm)
+        {
+            let key = event.key.clone();
+            self.close(&key, Some(wm), None, &mut out).await?;
         }
         let late = watermark.is_some_and(|wm| event.time < wm);
         let time = event.time;

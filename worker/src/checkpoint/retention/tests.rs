@@ -257,3 +257,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_stop_checkpoint_named_early_but_completed_last_counts_as_the_newest() {
+    // The operator names a stop's checkpoint when the stage starts; periodic checkpoints of the
+    // still-running worker may get greater ids before the stop completes. Restore takes the one
+    // that completed last, so retention must rank it the same way.
+    let id = id_at_minute(1);
+    let mut stop = manifest(&id, 0, 1, 1);
+    stop.completed_at = Timestamp::from_second(9_999).unwrap();
+    let files = vec![StoredFile {
+        name: crate::checkpoint::manifest::key_group_file(0),
+        bytes: 10,
+        modified: at_minute(1),
+    }];
+    let stop = CheckpointListing::build(&id, &files, vec![(manifest_file(0, 1), Ok(stop))]);
+    let listings = vec![stop, complete(2), complete(3), complete(4)];
+    assert_eq!(
+        crate::checkpoint::manifest::latest_for(&listings, 0).map(|l| l.id.clone()),
+        Some(id.clone())
+    );
+    let deletions = decide(&listings, &policy(1), at_minute(5), &BTreeSet::new());
+    assert!(
+        deletions.iter().all(|d| d.id != id),
+        "the stop checkpoint is kept: {deletions:?}"
+    );
+}
