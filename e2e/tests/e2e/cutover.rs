@@ -329,8 +329,24 @@ async fn a_draining_timeout_rolls_back_the_jobs_and_restores_the_producers_exact
 }
 
 #[tokio::test]
-async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
-    let setup = Setup::new("cutover-kill").await;
+async fn the_operator_killed_while_draining_resumes_the_cutover_from_its_status() {
+    operator_killed_during(CutoverStage::Draining, "cutover-kill-drain").await;
+}
+
+#[tokio::test]
+async fn the_operator_killed_while_stopping_the_jobs_resumes_the_cutover() {
+    operator_killed_during(CutoverStage::StoppingJobs, "cutover-kill-stop").await;
+}
+
+#[tokio::test]
+async fn the_operator_killed_while_resuming_finishes_the_cutover() {
+    operator_killed_during(CutoverStage::Resuming, "cutover-kill-resume").await;
+}
+
+/// Kills every operator Pod as soon as the cutover is in `stage` (or later) and checks the new
+/// leader finishes it from what the status recorded.
+async fn operator_killed_during(stage: CutoverStage, prefix: &str) {
+    let setup = Setup::new(prefix).await;
     let before: Vec<String> = setup
         .operator_pods()
         .await
@@ -338,11 +354,13 @@ async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
         .filter_map(|p| p.uid())
         .collect();
     setup.start_cutover("60s").await;
-    // Kill the operator as soon as the producers are paused: the new leader must not re-read
-    // their replicas (now 0) as the ones to restore.
-    setup
-        .wait_stage("Draining or later", |s| s >= CutoverStage::Draining)
-        .await;
+    // The new leader must not re-read the producers' replicas (now 0) as the ones to restore,
+    // nor choose a second checkpoint id.
+    let at = setup.wait_stage(stage.as_str(), |s| s >= stage).await;
+    eprintln!(
+        "killing the operator in {:?}",
+        at.status.and_then(|s| s.stage)
+    );
     let pods = setup.api::<Pod>();
     for pod in setup.operator_pods().await {
         pods.delete(&pod.name_any(), &DeleteParams::default())
@@ -363,8 +381,8 @@ async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
         .wait_stage("a final stage", CutoverStage::is_terminal)
         .await;
     let status = cutover.status.clone().unwrap();
-    let stage = status.stage.unwrap();
-    eprintln!("the cutover ended in {stage:?}: {status:?}");
+    let ended = status.stage.unwrap();
+    eprintln!("the cutover ended in {ended:?}: {status:?}");
     let pausing = status
         .stages
         .iter()
@@ -372,38 +390,42 @@ async fn the_operator_killed_mid_cutover_resumes_it_from_its_status() {
         .count();
     assert_eq!(pausing, 1, "{status:?}");
     assert_producers_restored(&setup, &cutover).await;
-    match stage {
-        // With a worker that stops with a final checkpoint the cutover completes.
-        CutoverStage::Completed => {
-            setup
-                .wait_job("Retired", OLD, |j| {
-                    j.status.as_ref().and_then(|s| s.phase) == Some(SessionJobPhase::Retired)
-                })
-                .await;
-            let new = setup.wait_job("Ready on production", NEW, ready).await;
-            assert_eq!(
-                new.status.unwrap().effective_sink.unwrap().mode,
-                SinkMode::Production
-            );
-            assert_eq!(
-                new.spec.sink.initial_mode,
-                SinkMode::DeadLetter,
-                "the spec is never rewritten"
-            );
-        }
-        // A worker without `POST /control/stop` makes StoppingJobs fail before the flip, which
-        // must roll back cleanly.
-        CutoverStage::RolledBack => {
-            assert_eq!(
-                status.failed_stage,
-                Some(CutoverStage::StoppingJobs),
-                "{status:?}"
-            );
-            assert!(!status.sink_flipped);
-            setup.wait_job("Ready again", OLD, ready).await;
-        }
-        other => panic!("cutover ended in {other:?}: {status:?}"),
-    }
+    assert_eq!(ended, CutoverStage::Completed, "{status:?}");
+    // Both jobs stopped with the one checkpoint id chosen when StoppingJobs began.
+    let id = status.checkpoint_id.clone().unwrap();
+    assert_eq!(
+        status.final_checkpoints.values().collect::<Vec<_>>(),
+        [&id, &id],
+        "{status:?}"
+    );
+    assert!(status.sink_flipped);
+    setup
+        .wait_job("Retired", OLD, |j| {
+            j.status.as_ref().and_then(|s| s.phase) == Some(SessionJobPhase::Retired)
+        })
+        .await;
+    let old_workers = setup
+        .api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .get(OLD)
+        .await
+        .unwrap();
+    assert_eq!(
+        old_workers.spec.unwrap().replicas,
+        Some(0),
+        "a retired job stays stopped"
+    );
+    let new = setup.wait_job("Ready on production", NEW, ready).await;
+    assert_eq!(
+        new.status.unwrap().effective_sink.unwrap().mode,
+        SinkMode::Production
+    );
+    assert_eq!(
+        new.spec.sink.initial_mode,
+        SinkMode::DeadLetter,
+        "the spec is never rewritten"
+    );
+    let pause = status.producer_pause_seconds.unwrap();
+    eprintln!("producers paused {pause} s (operator killed during {stage:?})");
 }
 
 #[tokio::test]
