@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,7 +15,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use sessionizer_crds::session_job::SinkMode;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::VERSION;
 use crate::config::WorkerConfig;
@@ -41,6 +42,7 @@ pub struct WorkerState {
     stopped: Mutex<Option<StopReport>>,
     control: mpsc::Sender<Control>,
     control_rx: Mutex<Option<mpsc::Receiver<Control>>>,
+    history_ttl: watch::Sender<Option<Duration>>,
 }
 
 impl WorkerState {
@@ -65,7 +67,18 @@ impl WorkerState {
             stopped: Mutex::new(None),
             control,
             control_rx: Mutex::new(Some(control_rx)),
+            history_ttl: watch::Sender::new(None),
         }
+    }
+
+    /// Publishes a new `history.ttl` read from the configuration file while running.
+    pub fn set_history_ttl(&self, ttl: Duration) {
+        self.history_ttl.send_replace(Some(ttl));
+    }
+
+    /// Follows live `history.ttl` changes (`None` until the first one).
+    pub fn subscribe_history_ttl(&self) -> watch::Receiver<Option<Duration>> {
+        self.history_ttl.subscribe()
     }
 
     /// The receiving end of the control channel (once; the stream loop takes it).

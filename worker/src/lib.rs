@@ -22,6 +22,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod oracle;
+pub mod reload;
 pub mod run;
 pub mod session;
 pub mod stream;

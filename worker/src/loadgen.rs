@@ -758,6 +758,7 @@ mod tests {
             history_prefix: "analytics/pageviews/".into(),
             fields: FieldNames::default(),
             sink: SinkMode::Production,
+            max_future_ms: None,
         }
     }
 

@@ -138,6 +138,8 @@ pub enum EventResult {
     too_late,
     /// Rejected because its session reached `maxSessionBytes`.
     capped,
+    /// Stamped too far ahead of processing time (quarantined).
+    future,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -21,6 +21,7 @@ use crate::control::Phase;
 use crate::history::{History, HistoryError};
 use crate::http::{self, WorkerState};
 use crate::identity::{Identity, IdentityError};
+use crate::reload;
 use crate::stream::{self, StreamError, StreamSettings};
 
 /// How often the embedded history store removes expired records.
@@ -126,6 +127,12 @@ pub async fn run_worker(
         History::Aerospike(_) => None,
     };
     let state = Arc::new(state);
+    let ttl_watcher = reload::spawn_ttl_watcher(
+        config_path.clone(),
+        History::ttl(&config).map_err(RunError::History)?,
+        reload::RELOAD_INTERVAL,
+        state.clone(),
+    );
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     tracing::info!(
         version = VERSION,
@@ -177,6 +184,7 @@ pub async fn run_worker(
                 Err(error) => std::io::Error::other(error),
             };
             state.set_ready(false);
+            ttl_watcher.abort();
             if let Some(purger) = purger {
                 purger.abort();
             }
@@ -189,6 +197,7 @@ pub async fn run_worker(
         let _ = signal.wait_for(|s| *s).await;
     }
     watcher.abort();
+    ttl_watcher.abort();
     if let Some(purger) = purger {
         purger.abort();
     }

@@ -89,6 +89,11 @@ impl<H: HistoryStore> KeyGroup<H> {
         self.state.open.values().map(Vec::len).sum()
     }
 
+    /// Changes the TTL of later history writes (a live `history.ttl` change).
+    pub fn set_history_ttl(&mut self, ttl: std::time::Duration) {
+        self.config.history_ttl = ttl;
+    }
+
     /// Switches the sink mode carried by later outputs (a cutover).
     pub fn set_sink(&mut self, sink: SinkMode) {
         self.config.sink = sink;
@@ -173,6 +178,20 @@ impl<H: HistoryStore> KeyGroup<H> {
                     "pageNumber {} exceeds maxPageNumber {}",
                     event.page_number.unwrap_or_default(),
                     self.config.max_page_number
+                ),
+                Some(event.key.clone()),
+                raw,
+            ));
+            return Ok(out);
+        }
+        if let Some(max) = self.config.max_future_ms
+            && event.time > now_ms.saturating_add(max)
+        {
+            counters.future += 1;
+            out.push(quarantine(
+                format!(
+                    "timestamp {} is more than {max} ms ahead of processing time {now_ms}",
+                    event.time
                 ),
                 Some(event.key.clone()),
                 raw,
@@ -283,6 +302,19 @@ impl<H: HistoryStore> KeyGroup<H> {
 
     async fn read_keyed(&self, key: &str) -> Result<(String, Vec<Session>), EngineError> {
         Ok((key.to_owned(), self.read_history(key).await?))
+    }
+
+    /// Emits every pending late update now, whatever its due time. A checkpoint calls it
+    /// first: a pending buffer holds the key's whole closed-session list, which belongs in
+    /// history, not in every checkpoint. It only moves some updates earlier, by at most one
+    /// checkpoint interval.
+    pub async fn flush_pending(&mut self) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        let keys: Vec<String> = self.state.pending.keys().cloned().collect();
+        for key in keys {
+            self.flush(&key, &mut out).await?;
+        }
+        Ok(out)
     }
 
     /// End of a bounded input (tests, batch replays): closes every open session and flushes

@@ -5,7 +5,8 @@
 //! Rules, in the order an input meets them:
 //! - Guards: malformed → quarantine output (with the reason); a pageview with `pageNumber` over
 //!   `maxPageNumber` → dropped and quarantined; an event older than `watermark −
-//!   allowedLateness` → dropped (counted as `too_late`). Sync and async events are treated alike
+//!   allowedLateness` → dropped (counted as `too_late`); an event stamped more than
+//!   `max_future_ms` ahead of processing time → quarantined (counted as `future`). Sync and async events are treated alike
 //!   beyond that; the type only decides which count an event adds to.
 //! - The watermark of a key group is `max event time − maxOutOfOrderness` (or a higher combined
 //!   watermark pushed in by the caller, see [`watermark::combine`]). An event below it is *late*
@@ -83,7 +84,14 @@ pub struct EngineConfig {
     pub fields: FieldNames,
     /// Where session records go now (carried on every output; the caller picks the topic).
     pub sink: SinkMode,
+    /// Events stamped more than this ahead of processing time are quarantined (a broken clock
+    /// upstream would otherwise drag the watermark into the future and turn every later event
+    /// into a too-late one); `None` turns the guard off.
+    pub max_future_ms: Option<i64>,
 }
+
+/// Default of [`EngineConfig::max_future_ms`]: one day.
+pub const DEFAULT_MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -105,6 +113,7 @@ impl EngineConfig {
             history_prefix,
             fields: FieldNames::default(),
             sink: SinkMode::default(),
+            max_future_ms: Some(DEFAULT_MAX_FUTURE_MS),
         }
     }
 
@@ -172,6 +181,9 @@ pub struct Counters {
     pub duplicates: u64,
     /// Events older than `watermark − allowedLateness` (dropped).
     pub too_late: u64,
+    /// Events stamped too far in the future (quarantined).
+    #[serde(default)]
+    pub future: u64,
     /// Late events merged into closed sessions.
     pub late_merged: u64,
     /// Sessions closed and emitted.

@@ -31,6 +31,7 @@ fn config() -> EngineConfig {
         history_prefix: "analytics/pageviews/".into(),
         fields: crate::event::FieldNames::default(),
         sink: SinkMode::Production,
+        max_future_ms: None,
     }
 }
 
@@ -473,6 +474,35 @@ async fn a_late_event_before_the_first_one_gives_the_session_a_new_id_and_retire
     assert_eq!(new.start, Some(HOUR - MIN));
     let finals: Vec<_> = h.finals().into_iter().filter(|r| r.key == "u").collect();
     assert_eq!(finals.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_from_the_far_future_is_quarantined_and_moves_nothing() {
+    let config = EngineConfig {
+        max_future_ms: Some(DAY),
+        ..config()
+    };
+    let mut kg = KeyGroup::new(0, config, MemoryHistory::default());
+    let now = 10 * DAY;
+    let out = kg.process(&pv("a", "u", now - HOUR), now).await.unwrap();
+    assert!(out.is_empty());
+    let out = kg
+        .process(&pv("bad", "u", now + 2 * DAY), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[..], [Output::Quarantine(q)] if q.reason.contains("ahead of processing time")),
+        "{out:?}"
+    );
+    assert_eq!(kg.counters().future, 1);
+    assert_eq!(
+        kg.watermark(),
+        Some(now - HOUR - 5_000),
+        "the watermark did not move"
+    );
+    // Within the allowance it is an ordinary event.
+    let out = kg.process(&pv("ok", "u", now + HOUR), now).await.unwrap();
+    assert!(out.iter().all(|o| !matches!(o, Output::Quarantine(_))));
 }
 
 /// A short allowed lateness (2h), so that a watermark jump past `end + gap + allowedLateness`

@@ -24,14 +24,9 @@ use crate::config::WorkerConfig;
 /// How long one metadata or offsets query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The settings every client of the job shares: brokers, and a refusal of what is not wired yet.
+/// The settings every client of the job shares: brokers, TLS and SASL.
 pub fn client_config(config: &WorkerConfig) -> Result<ClientConfig, StreamError> {
     let kafka = &config.spec.kafka;
-    if kafka.tls.is_some() || kafka.sasl.is_some() {
-        return Err(StreamError::Unsupported(
-            "kafka.tls and kafka.sasl are not supported by this worker version yet",
-        ));
-    }
     let brokers: Vec<String> = kafka
         .bootstrap_servers
         .iter()
@@ -41,6 +36,7 @@ pub fn client_config(config: &WorkerConfig) -> Result<ClientConfig, StreamError>
     client
         .set("bootstrap.servers", brokers.join(","))
         .set("client.id", format!("sessionizer-{}", config.job));
+    super::kafka_security::apply(kafka, &mut client, |name| std::env::var(name).ok())?;
     Ok(client)
 }
 

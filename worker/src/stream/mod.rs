@@ -13,6 +13,7 @@
 pub mod checkpointing;
 pub mod commit;
 pub mod consumer;
+pub mod kafka_security;
 pub mod pipeline;
 pub mod producer;
 pub mod router;
@@ -64,6 +65,9 @@ pub enum StreamError {
     /// The effective sink mode has no topic.
     #[error("sink mode {0:?} has no topic configured")]
     NoSinkTopic(SinkMode),
+    /// Credentials the configuration asks for are missing.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// A configuration the worker cannot serve yet.
     #[error("unsupported configuration: {0}")]
     Unsupported(&'static str),
@@ -373,6 +377,7 @@ async fn drive(
 ) -> Result<Exit, StreamError> {
     tokio::pin!(shutdown);
     let mut messages = kafka_consumer.stream();
+    let mut history_ttl = p.state.subscribe_history_ttl();
     let mut ticks = tokio::time::interval(settings.tick);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_commit = Instant::now() + settings.commit_interval;
@@ -401,6 +406,13 @@ async fn drive(
                 }
             }
             _ = ticks.tick() => {
+                if history_ttl.has_changed().unwrap_or(false)
+                    && let Some(ttl) = *history_ttl.borrow_and_update()
+                {
+                    for group in &mut p.groups {
+                        group.set_history_ttl(ttl);
+                    }
+                }
                 p.on_tick(now_ms()).await?;
                 p.maybe_checkpoint(now_ms(), settings.drain_timeout).await?;
                 let now = Instant::now();

@@ -326,6 +326,7 @@ impl Pipeline {
             total.over_byte_cap += c.over_byte_cap;
             total.duplicates += c.duplicates;
             total.too_late += c.too_late;
+            total.future += c.future;
             total.late_merged += c.late_merged;
             total.sessions_closed += c.sessions_closed;
             total.late_updates += c.late_updates;
@@ -361,7 +362,8 @@ impl Pipeline {
             .collect()
     }
 
-    /// The consistent point a checkpoint needs: every record produced so far acknowledged
+    /// The consistent point a checkpoint needs: pending late updates emitted (see
+    /// [`KeyGroup::flush_pending`]), every record produced so far acknowledged
     /// (a checkpoint must never claim a session was emitted when its record could still be
     /// lost), every history write stored, the state copied. Returns the copy, when the pause
     /// started, and how long it lasted.
@@ -370,6 +372,13 @@ impl Pipeline {
         drain_timeout: Duration,
     ) -> Result<(Vec<KeyGroupCheckpoint>, Instant, Duration), StreamError> {
         let started = Instant::now();
+        let seq = self.ledger.open();
+        for slot in 0..self.groups.len() {
+            let result = self.groups[slot].flush_pending().await;
+            let outputs = self.engine_result(slot, result)?;
+            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+        }
+        self.ledger.seal(seq);
         self.sink.drain(&mut self.ledger, drain_timeout).await?;
         self.history
             .flush()
@@ -471,13 +480,15 @@ impl Pipeline {
             let duplicate = d(|c| c.duplicates);
             let too_late = d(|c| c.too_late);
             let capped = d(|c| c.over_byte_cap);
-            let rejected = malformed + page + duplicate + too_late + capped;
+            let future = d(|c| c.future);
+            let rejected = malformed + page + duplicate + too_late + capped + future;
             metrics.events(EventResult::accepted, records.saturating_sub(rejected));
             metrics.events(EventResult::malformed, malformed);
             metrics.events(EventResult::page_dropped, page);
             metrics.events(EventResult::duplicate, duplicate);
             metrics.events(EventResult::too_late, too_late);
             metrics.events(EventResult::capped, capped);
+            metrics.events(EventResult::future, future);
             metrics.sessions_emitted(d(|c| c.sessions_closed));
             metrics.late_updates(d(|c| c.late_updates));
             *last = now.clone();

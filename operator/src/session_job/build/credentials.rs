@@ -240,4 +240,20 @@ mod tests {
             assert!(mount.mount_path.starts_with(SECRETS_DIR), "{mount:?}");
         }
     }
+
+    #[test]
+    fn the_worker_reads_kafka_credentials_where_they_are_put() {
+        use sessionizer_worker::stream::kafka_security as worker;
+        assert_eq!(format!("{}/{CA_FILE}", KAFKA_CA.dir), worker::CA_FILE);
+        assert_eq!(
+            format!("{}/{TLS_CERT_FILE}", KAFKA_CLIENT_CERT.dir),
+            worker::CLIENT_CERT_FILE
+        );
+        assert_eq!(
+            format!("{}/{TLS_KEY_FILE}", KAFKA_CLIENT_CERT.dir),
+            worker::CLIENT_KEY_FILE
+        );
+        assert_eq!(ENV_KAFKA_SASL_USERNAME, worker::ENV_SASL_USERNAME);
+        assert_eq!(ENV_KAFKA_SASL_PASSWORD, worker::ENV_SASL_PASSWORD);
+    }
 }
