@@ -38,6 +38,8 @@ pub struct Context {
     pub kafka: Arc<dyn PartitionLookup>,
     /// The Aerospike capacity monitor's per-job state (last report, growth samples).
     pub history_store: Monitor,
+    /// HTTP client for the workers' `/status` and control calls.
+    pub workers: reqwest::Client,
     /// How long retention leaves a checkpoint without a manifest alone.
     pub incomplete_checkpoint_grace: Duration,
     /// Consecutive failures per object, for exponential backoff.
@@ -58,6 +60,7 @@ impl Context {
             metrics,
             kafka,
             history_store: Monitor::default(),
+            workers: reqwest::Client::new(),
             incomplete_checkpoint_grace: DEFAULT_INCOMPLETE_GRACE,
             failures: Mutex::new(HashMap::new()),
         }

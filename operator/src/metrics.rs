@@ -1,7 +1,8 @@
 //! The operator's Prometheus metrics: reconcile counts, failures by cause, reconcile durations,
 //! whether this replica leads, each job's checkpoints (latest success, size, duration,
-//! retained count, deletions by reason) and history store capacity
-//! ([`crate::history_store::gauges`]). Served by [`crate::http`] at `/metrics`.
+//! retained count, deletions by reason), history store capacity
+//! ([`crate::history_store::gauges`]), cutover stages, producer pauses and side-run parity.
+//! Served by [`crate::http`] at `/metrics`.
 //!
 //! Metric names and label values are a contract with dashboards and alerts: failure causes come
 //! from the errors' static `metric_label()`, never from free text, so the label set stays small.
@@ -38,6 +39,31 @@ pub struct FailureLabels {
     pub controller: &'static str,
     /// Which step failed (an error's `metric_label()`), e.g. `apply`, `invalid_spec`.
     pub cause: &'static str,
+}
+
+/// Labels of a running cutover stage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutoverStageLabels {
+    /// Namespace of the cutover.
+    pub namespace: String,
+    /// Name of the cutover.
+    pub cutover: String,
+    /// The stage.
+    pub stage: &'static str,
+}
+
+/// Labels of the per-stage duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// The stage.
+    pub stage: &'static str,
+}
+
+/// Labels of the finished-cutover counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `Completed`, `RolledBack` or `Failed`.
+    pub result: &'static str,
 }
 
 /// Labels of the per-job checkpoint gauges.
@@ -83,6 +109,12 @@ struct CheckpointMetrics {
 
 /// The metrics and the registry that serves them.
 pub struct Metrics {
+    cutover_stage_started: Family<CutoverStageLabels, Gauge<f64, AtomicU64>>,
+    cutover_stage_duration: Family<StageLabels, Histogram>,
+    producer_pause: Histogram,
+    cutovers: Family<ResultLabels, Counter>,
+    side_run_parity: Family<JobLabels, Gauge>,
+    side_run_difference: Family<JobLabels, Gauge>,
     registry: Registry,
     reconciliations: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
@@ -127,6 +159,40 @@ impl Metrics {
             "1 while this replica holds the leader lease and reconciles, 0 while it stands by",
             leader.clone(),
         );
+        let cutover_stage_started = Family::<CutoverStageLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "cutover_stage_started_timestamp_seconds",
+            "Unix time the running stage of a cutover started; absent once the stage ended",
+            cutover_stage_started.clone(),
+        );
+        let cutover_stage_duration =
+            Family::<StageLabels, Histogram>::new_with_constructor(stage_histogram);
+        registry.register(
+            "cutover_stage_duration_seconds",
+            "Time each cutover stage took",
+            cutover_stage_duration.clone(),
+        );
+        let producer_pause = stage_histogram();
+        registry.register(
+            "cutover_producer_pause_seconds",
+            "Time the producers were paused (scaled to zero) by a cutover",
+            producer_pause.clone(),
+        );
+        let cutovers = Family::<ResultLabels, Counter>::default();
+        registry.register("cutovers", "Cutovers finished, by result", cutovers.clone());
+        let side_run_parity = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "side_run_parity",
+            "1 when the side-running job's output matched the replaced job's over the last window, 0 when not",
+            side_run_parity.clone(),
+        );
+        let side_run_difference = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "side_run_worst_difference_basis_points",
+            "Largest relative difference between the side-running and the replaced job over the last window",
+            side_run_difference.clone(),
+
+        );
         let checkpoints = CheckpointMetrics::default();
         registry.register(
             "checkpoint_last_success_timestamp_seconds",
@@ -155,6 +221,12 @@ impl Metrics {
         );
         let history_store = history_store::gauges::Gauges::register(&mut registry);
         Self {
+            cutover_stage_started,
+            cutover_stage_duration,
+            producer_pause,
+            cutovers,
+            side_run_parity,
+            side_run_difference,
             registry,
             reconciliations,
             failures,
@@ -259,6 +331,72 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// Marks `stage` of a cutover as running since `started` (unix seconds) and forgets every
+    /// other stage of it.
+    pub fn cutover_stage(
+        &self,
+        namespace: &str,
+        cutover: &str,
+        stage: Option<&'static str>,
+        started: f64,
+    ) {
+        for other in ALL_STAGES {
+            if Some(*other) != stage {
+                self.cutover_stage_started.remove(&CutoverStageLabels {
+                    namespace: namespace.to_owned(),
+                    cutover: cutover.to_owned(),
+                    stage: other,
+                });
+            }
+        }
+        if let Some(stage) = stage {
+            self.cutover_stage_started
+                .get_or_create(&CutoverStageLabels {
+                    namespace: namespace.to_owned(),
+                    cutover: cutover.to_owned(),
+                    stage,
+                })
+                .set(started);
+        }
+    }
+
+    /// Records that a cutover stage ended after `seconds`.
+    pub fn cutover_stage_ended(&self, stage: &'static str, seconds: f64) {
+        self.cutover_stage_duration
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
+    }
+
+    /// Records how long a cutover kept the producers paused.
+    pub fn producer_pause(&self, seconds: f64) {
+        self.producer_pause.observe(seconds);
+    }
+
+    /// Counts a finished cutover.
+    pub fn cutover_finished(&self, result: &'static str) {
+        self.cutovers.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Records a side-run parity verdict.
+    pub fn side_run_parity(
+        &self,
+        namespace: &str,
+        job: &str,
+        passed: bool,
+        worst_basis_points: i64,
+    ) {
+        let labels = JobLabels {
+            namespace: namespace.to_owned(),
+            job: job.to_owned(),
+        };
+        self.side_run_parity
+            .get_or_create(&labels)
+            .set(i64::from(passed));
+        self.side_run_difference
+            .get_or_create(&labels)
+            .set(worst_basis_points);
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -281,6 +419,24 @@ impl Drop for ReconcileTimer<'_> {
             .get_or_create(&self.labels)
             .observe(self.start.elapsed().as_secs_f64());
     }
+}
+
+/// Every cutover stage name, for clearing the stage gauge.
+const ALL_STAGES: &[&str] = &[
+    "Pending",
+    "PausingProducers",
+    "Draining",
+    "StoppingJobs",
+    "FlippingSink",
+    "Resuming",
+    "RollingBack",
+];
+
+/// 0.5 s to ~1 h: stages wait for Kafka, checkpoints and rollouts.
+fn stage_histogram() -> Histogram {
+    Histogram::new([
+        0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ])
 }
 
 fn job_labels(namespace: &str, job: &str) -> JobLabels {
@@ -329,6 +485,39 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sessionizer_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn cutover_stages_pause_and_results_are_exported() {
+        let metrics = Metrics::new();
+        metrics.cutover_stage("ns", "switch", Some("Draining"), 100.0);
+        let text = metrics.encode().unwrap();
+        assert!(text.contains("sessionizer_operator_cutover_stage_started_timestamp_seconds{namespace=\"ns\",cutover=\"switch\",stage=\"Draining\"} 100"), "{text}");
+        metrics.cutover_stage("ns", "switch", None, 0.0);
+        metrics.cutover_stage_ended("Draining", 3.0);
+        metrics.producer_pause(12.0);
+        metrics.cutover_finished("Completed");
+        metrics.side_run_parity("ns", "new", true, 4);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("stage=\"Draining\"} 100"), "{text}");
+        assert!(
+            text.contains(
+                "sessionizer_operator_cutover_stage_duration_seconds_count{stage=\"Draining\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionizer_operator_cutover_producer_pause_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionizer_operator_cutovers_total{result=\"Completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionizer_operator_side_run_parity{namespace=\"ns\",job=\"new\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub mod annotations {
     /// On the worker pod template: sha256 of the worker configuration, so a configuration change
     /// rolls the Pods and an unchanged one restarts nothing.
     pub const CONFIG_HASH: &str = "sessionizer.dev/config-hash";
+    /// On a SessionJobCutover: any value asks the operator to abort it (roll back while the
+    /// sink has not flipped). The spec is immutable, so requests go through annotations.
+    pub const ABORT: &str = "sessionizer.dev/abort";
+    /// On a SessionJobCutover stopped for a human (stage `Failed`): a new value (e.g. a time)
+    /// approves retrying the stage that failed.
+    pub const APPROVE: &str = "sessionizer.dev/approve";
+}
+
+/// Name of the SessionJobCutover the operator creates for an automatic side-run cutover:
+/// `<new job>-cutover`.
+pub fn automatic_cutover(job: &str) -> String {
+    format!("{job}-cutover")
 }
 
 /// Finalizers the operator puts on its objects.

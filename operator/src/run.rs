@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use kube::Client;
 use kube::runtime::controller::Error as ControllerError;
 use kube::runtime::events::{Recorder, Reporter};
@@ -19,6 +19,9 @@ use tokio::sync::watch;
 
 use crate::cli::Args;
 use crate::context::Context;
+use crate::cutover::reconcile::{
+    error_policy as cutover_error_policy, reconcile as cutover_reconcile,
+};
 use crate::health::{Health, Phase};
 use crate::http::{self, HttpState};
 use crate::leader::{self, Elector};
@@ -212,7 +215,27 @@ async fn lead_and_reconcile(
     result
 }
 
-/// Runs one controller per scope until shutdown; marks the replica ready once every
+/// The caches whose readiness makes the replica ready.
+#[derive(Default)]
+struct Stores {
+    jobs: Vec<kube::runtime::reflector::Store<sessionizer_crds::SessionJob>>,
+    cutovers: Vec<kube::runtime::reflector::Store<sessionizer_crds::SessionJobCutover>>,
+}
+
+impl Stores {
+    fn push(&mut self, store: kube::runtime::reflector::Store<sessionizer_crds::SessionJob>) {
+        self.jobs.push(store);
+    }
+
+    fn push_cutover(
+        &mut self,
+        store: kube::runtime::reflector::Store<sessionizer_crds::SessionJobCutover>,
+    ) {
+        self.cutovers.push(store);
+    }
+}
+
+/// Runs one SessionJob and one SessionJobCutover controller per scope until shutdown; marks the replica ready once every
 /// controller's SessionJob cache is filled.
 async fn run_controllers(
     client: &Client,
@@ -227,7 +250,7 @@ async fn run_controllers(
         namespaces.iter().cloned().map(Scope::Namespace).collect()
     };
     tracing::info!(?scopes, "starting the SessionJob controllers");
-    let mut stores = Vec::new();
+    let mut stores = Stores::default();
     let mut runs = Vec::new();
     for scope in scopes {
         let controller = controller(client, &scope).graceful_shutdown_on(shutdown.clone().wait());
@@ -242,14 +265,37 @@ async fn run_controllers(
                     Err(error) => tracing::warn!(%error, "controller"),
                 }
             });
-        runs.push(run);
+        runs.push(run.boxed());
+        // The cutover controller of the same scope, next to it.
+        let cutovers = crate::cutover::controller(client, &scope)
+            .graceful_shutdown_on(shutdown.clone().wait());
+        stores.push_cutover(cutovers.store());
+        let run = cutovers
+            .run(cutover_reconcile, cutover_error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(%object, "reconciled cutover"),
+                    Err(ControllerError::ReconcilerFailed(..)) => {}
+                    Err(error) => tracing::warn!(%error, "cutover controller"),
+                }
+            });
+        runs.push(run.boxed());
     }
     let health = health.clone();
     let readiness = tokio::spawn(async move {
-        for store in stores {
+        for store in stores.jobs {
             // The store's readiness future keeps only its latest waiter's waker, and the
             // controller itself waits on it too: poll again now and then instead of trusting a
             // wake-up (once ready, a poll returns at once).
+            loop {
+                match tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+            }
+        }
+        for store in stores.cutovers {
             loop {
                 match tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
                     Ok(Ok(())) => break,

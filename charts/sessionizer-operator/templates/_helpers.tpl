@@ -74,13 +74,25 @@ the ClusterRole (every namespace) or into one Role per watched namespace.
 # the status is written by server-side apply; the spec is never rewritten (GitOps safe).
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobs/status"]
   verbs: ["patch"]
-# Cutovers are read to learn which final checkpoints retention must keep.
+# Cutovers: watched (and listed by checkpoint retention, which keeps their final checkpoints);
+# created for an automatic side-run cutover; only their status is written.
 - apiGroups: ["sessionizer.dev"]
   resources: ["sessionjobcutovers"]
+  verbs: ["list", "watch", "create"]
+- apiGroups: ["sessionizer.dev"]
+  resources: ["sessionjobcutovers/status"]
+  verbs: ["patch"]
+# A cutover pauses and restores its producers through the scale subresource only.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale", "statefulsets/scale"]
+  verbs: ["get", "patch"]
+# Worker Pods are listed to find their IPs (/status, /control/stop); never written.
+- apiGroups: [""]
+  resources: ["pods"]
   verbs: ["list"]
 # Each job's children, server-side applied (create + patch) and watched; they go with their job
 # through owner references and the garbage collector, so no delete.

@@ -11,7 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    CutoverStage, ProducerStatus, SessionJobCutoverStatus, StageTiming, condition_types,
+    CutoverStage, DrainStatus, ProducerStatus, SessionJobCutoverStatus, StageTiming,
+    condition_types,
 };
 
 use crate::duration::{DurationError, DurationString};

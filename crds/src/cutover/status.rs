@@ -50,11 +50,49 @@ pub struct SessionJobCutoverStatus {
     /// Human-readable summary of the current stage or of the failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The final checkpoint id of each job the cutover stopped (job name → checkpoint id),
-    /// recorded before the jobs restart from them. Checkpoint retention never deletes these
-    /// while this cutover exists.
+    /// The id of the final checkpoints both jobs write when they stop (`chk-<unix ms>`), chosen
+    /// once when `StoppingJobs` starts so a repeated stop after an operator restart reuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_id: Option<String>,
+    /// Job name → id of the final checkpoint it wrote for this cutover. Checkpoint retention
+    /// never deletes these while the cutover exists; a job listed here is held stopped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub final_checkpoints: BTreeMap<String, String>,
+    /// True once `FlippingSink` started: from then on the cutover never rolls back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sink_flipped: bool,
+    /// The stage that failed, while `RollingBack`, `RolledBack` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_stage: Option<CutoverStage>,
+    /// Progress of `Draining`: since when both jobs are fully caught up at the same offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+    /// When the producers were scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producers_paused_time: Option<Time>,
+    /// How long the producers were paused, in seconds (set when they are restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_pause_seconds: Option<f64>,
+    /// The last `sessionizer.dev/approve` annotation value acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_approval: Option<String>,
+}
+
+/// What `Draining` saw last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// Since when every partition of both jobs is consumed to its log-end offset with nothing in
+    /// flight, at the offsets of `fingerprint`; unset while not caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Sum of all consumed positions of both jobs when `since` was set; a change restarts the
+    /// stability window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<i64>,
+    /// Why the jobs are not drained yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// The stages of a cutover, in order; `RollingBack`, `RolledBack` and `Failed` leave the

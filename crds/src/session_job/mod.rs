@@ -42,8 +42,9 @@ pub use side_run::{
 };
 pub use sink::{SinkMode, SinkSpec};
 pub use status::{
-    CheckpointsStatus, EffectiveSink, HistoryStoreLevel, HistoryStoreStatus, SessionJobPhase,
-    SessionJobStatus, condition_types,
+    CheckpointsStatus, EffectiveSink, HistoryStoreLevel, HistoryStoreStatus, JobCounters,
+    ParityBaseline, ParityResult, SessionJobPhase, SessionJobStatus, SideRunStatus,
+    condition_types,
 };
 
 use crate::duration::cel_well_formed;

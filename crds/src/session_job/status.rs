@@ -21,6 +21,9 @@ pub mod condition_types {
     pub const CHECKPOINTS_HEALTHY: &str = "CheckpointsHealthy";
     /// The history store has room: used space is below the warning margin of the eviction mark.
     pub const HISTORY_STORE_CAPACITY: &str = "HistoryStoreCapacity";
+    /// Side-running jobs only: warm-up elapsed and output at parity with the replaced job, so a
+    /// cutover may start; False with the reason while not (e.g. `HistoryStoreFull`, a warning).
+    pub const READY_FOR_CUTOVER: &str = "ReadyForCutover";
 }
 
 /// Observed state of a SessionJob.
@@ -56,6 +59,84 @@ pub struct SessionJobStatus {
     /// Capacity of the history store (Aerospike backend only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_store: Option<HistoryStoreStatus>,
+    /// Progress of the side-run (jobs with `spec.sideRun` only): warm-up and the comparison
+    /// with the job it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side_run: Option<SideRunStatus>,
+}
+
+/// How a side-running job compares with the job it replaces.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SideRunStatus {
+    /// When the warm-up started (the first time all workers of this job were ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_start_time: Option<Time>,
+    /// True once `sideRun.warmup` has elapsed since `warmupStartTime`.
+    #[serde(default)]
+    pub warmup_elapsed: bool,
+    /// The latest comparison of both jobs over one parity window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<ParityResult>,
+    /// Totals of both jobs at the start of the current parity window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<ParityBaseline>,
+    /// True when warm-up has elapsed, parity passed and neither history store is Breached or
+    /// StopWrites: a cutover may start.
+    #[serde(default)]
+    pub ready_for_cutover: bool,
+    /// The SessionJobCutover the operator created (`cutover: Automatic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<String>,
+}
+
+/// Counter totals of both jobs at the start of a parity window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParityBaseline {
+    /// When the totals were taken.
+    pub time: Time,
+    /// The replaced job's totals.
+    pub old: JobCounters,
+    /// This job's totals.
+    pub new: JobCounters,
+}
+
+/// Totals of a job's workers (sums of their `/status` counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCounters {
+    /// Events processed.
+    pub events: i64,
+    /// Sessions emitted (closed).
+    pub sessions: i64,
+    /// Late updates emitted.
+    pub late_updates: i64,
+    /// Records sent to quarantine (malformed).
+    pub quarantined: i64,
+}
+
+/// One parity comparison: what both jobs did over the same interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParityResult {
+    /// True when every figure is within the tolerances of `sideRun.parity`.
+    pub passed: bool,
+    /// Start of the compared interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_time: Option<Time>,
+    /// End of the compared interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_time: Option<Time>,
+    /// What the replaced job did over the interval.
+    pub old: JobCounters,
+    /// What this job did over the interval.
+    pub new: JobCounters,
+    /// The largest relative difference of any figure, in basis points of the old job's value.
+    pub worst_difference_basis_points: i64,
+    /// Which figures differ beyond the tolerance, or why the comparison could not be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Lifecycle phase of a SessionJob.

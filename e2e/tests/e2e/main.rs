@@ -8,6 +8,7 @@
 mod chart;
 mod checkpoint_retention;
 mod crd_validation;
+mod cutover;
 mod history_store;
 mod node_agent;
 mod operator;

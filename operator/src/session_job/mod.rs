@@ -12,6 +12,7 @@ pub mod balance;
 pub mod build;
 pub mod conditions;
 pub mod events;
+pub mod held;
 pub mod kafka;
 pub mod observe;
 pub mod reconcile;
@@ -24,9 +25,10 @@ pub(crate) mod fixtures;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
-use sessionizer_crds::SessionJob;
+use kube::{Api, Client, ResourceExt};
+use sessionizer_crds::{SessionJob, SessionJobCutover};
 
 use crate::names;
 
@@ -40,7 +42,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn api<K>(&self, client: &Client) -> Api<K>
+    /// An `Api` of `K` in this scope.
+    pub fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
@@ -63,4 +66,14 @@ pub fn controller(client: &Client, scope: &Scope) -> Controller<SessionJob> {
         .owns(scope.api::<Service>(client), children.clone())
         .owns(scope.api::<PodDisruptionBudget>(client), children.clone())
         .owns(scope.api::<ServiceAccount>(client), children)
+        // A cutover's stage decides whether its jobs are held, flipped or retired.
+        .watches(
+            scope.api::<SessionJobCutover>(client),
+            watcher::Config::default(),
+            |cutover| {
+                let namespace = cutover.namespace().unwrap_or_default();
+                [cutover.spec.from.to_string(), cutover.spec.to.to_string()]
+                    .map(|job| ObjectRef::<SessionJob>::new(&job).within(&namespace))
+            },
+        )
 }

@@ -14,8 +14,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
-use sessionizer_crds::SessionJob;
 use sessionizer_crds::session_job::KafkaSpec;
+use sessionizer_crds::{SessionJob, SessionJobCutover};
 
 use super::kafka::{KafkaTarget, LookupError, PartitionCounts, SaslCredentials, TlsMaterial};
 use crate::context::Context;
@@ -28,6 +28,9 @@ pub enum Error {
     /// The SessionJob has no namespace (cluster-scoped objects cannot be SessionJobs).
     #[error("the SessionJob has no namespace")]
     MissingNamespace,
+    /// Listing the SessionJobCutovers failed.
+    #[error("listing SessionJobCutovers: {}", super::apply::describe(.0))]
+    ListCutovers(#[source] kube::Error),
     /// Reading the worker StatefulSet failed.
     #[error("reading StatefulSet {name}: {}", super::apply::describe(.source))]
     GetStatefulSet {
@@ -48,6 +51,8 @@ pub struct Observed {
     /// The Aerospike capacity report and the time until the next probe is due; `None` when the
     /// job does not use Aerospike.
     pub history_store: Option<(Report, Duration)>,
+    /// The SessionJobCutovers of the namespace (the ones naming this job decide its hold).
+    pub cutovers: Vec<SessionJobCutover>,
 }
 
 /// Reads what `job`'s reconcile needs.
@@ -63,6 +68,11 @@ pub async fn observe(job: &SessionJob, ctx: &Context) -> Result<Observed, Error>
         Ok(target) => ctx.kafka.partition_counts(&target).await,
         Err(error) => Err(error),
     };
+    let cutovers = Api::<SessionJobCutover>::namespaced(ctx.client.clone(), &namespace)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::ListCutovers)?
+        .items;
     let history_store = ctx
         .history_store
         .observe(&ctx.client, job, &namespace, &super::reconcile::now())
@@ -71,6 +81,7 @@ pub async fn observe(job: &SessionJob, ctx: &Context) -> Result<Observed, Error>
         statefulset,
         partitions,
         history_store,
+        cutovers,
     })
 }
 

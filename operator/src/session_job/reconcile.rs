@@ -24,13 +24,16 @@ use super::apply::{self, apply_params};
 use super::balance::{Verdict, balanced_assignment};
 use super::build;
 use super::events::{self, transitions};
+use super::held;
 use super::observe::{self, Observed};
 use super::status::{Outcome, desired_status};
 use super::validate::validate;
 use crate::checkpoints::{self, cleanup};
 use crate::context::Context;
+use crate::cutover::directive::directive;
 use crate::history_store;
 use crate::names;
+use crate::side_run;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "sessionjob";
@@ -168,6 +171,10 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
         }
     };
 
+    // What the cutovers naming this job ask of it (hold, flip, retire).
+    let directive = directive(&job.name_any(), &observed.cutovers);
+    let valid = held::apply_to_job(valid, &directive, held::was_retired(job));
+
     // Build: pure.
     let children = build::children(&valid)?;
 
@@ -195,14 +202,19 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
     let pass = checkpoints::pass::run(job, ctx, now.0).await;
 
     // Status.
-    let mut status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
+    let status = desired_status(job, Some(&applied), Outcome::Applied, &balance, &now);
+    let mut status = held::apply_to_status(job, status, &directive, &now);
     checkpoints::health::apply(&mut status, job, &pass, &now);
+    side_run::update(ctx, job, &mut status, &now).await;
     let checkpoint_events = checkpoints::events::after_pass(&pass, job.status.as_ref(), &status);
     finish(job, ctx, &observed, Some(&applied), status).await?;
     checkpoints::events::publish(&ctx.recorder, job, &checkpoint_events).await;
     let mut recheck = recheck_after(&balance).min(checkpoint_recheck(job));
     if let Some((_, next_probe)) = &observed.history_store {
         recheck = recheck.min(*next_probe);
+    }
+    if job.spec.side_run.is_some() || directive.cutting_over {
+        recheck = recheck.min(side_run::RECHECK);
     }
     Ok(Action::requeue(recheck))
 }

@@ -78,6 +78,9 @@ pub struct ValidatedJob {
     pub sink_topic: String,
     /// The Kafka consumer group of the workers.
     pub consumer_group: String,
+    /// The operator holds the job stopped (zero replicas): a cutover stopped it with a final
+    /// checkpoint, or it was retired. Set from the cutovers, never from the spec.
+    pub held: bool,
 }
 
 /// Validates `job`; see the module documentation for what is checked.
@@ -122,6 +125,7 @@ pub fn validate(job: &SessionJob) -> Result<ValidatedJob, Error> {
         session,
         effective_sink,
         sink_topic,
+        held: false,
     })
 }
 

@@ -27,13 +27,13 @@ use super::credentials::credentials;
 use super::{ValidatedJob, common_labels, metadata, selector_labels};
 use crate::names::{self, annotations, labels, pod};
 
-/// `<job>`: `spec.parallelism` Pods started in parallel, the pod template annotated with
-/// `config_hash` (see [`super::pod_config_hash`]).
+/// `<job>`: `spec.parallelism` Pods (zero while the operator holds the job stopped) started in
+/// parallel, the pod template annotated with `config_hash` (see [`super::pod_config_hash`]).
 pub fn statefulset(job: &ValidatedJob, config_hash: &str) -> StatefulSet {
     StatefulSet {
         metadata: metadata(job, names::statefulset(&job.name)),
         spec: Some(StatefulSetSpec {
-            replicas: Some(job.spec.parallelism),
+            replicas: Some(if job.held { 0 } else { job.spec.parallelism }),
             // Workers do not depend on each other: start and stop them all at once.
             pod_management_policy: Some("Parallel".to_owned()),
             service_name: Some(names::service(&job.name)),
@@ -274,6 +274,14 @@ mod tests {
             .as_ref()
             .unwrap()
             .field_path
+    }
+
+    #[test]
+    fn a_held_job_has_no_workers() {
+        let mut job = fixtures::valid_full();
+        job.held = true;
+        let sts = statefulset(&job, "hash");
+        assert_eq!(sts.spec.unwrap().replicas, Some(0));
     }
 
     #[test]
