@@ -150,14 +150,12 @@ done
 
 # --- alert rules and dashboard ---------------------------------------------------------------------
 # The metrics the operator and the worker register (counters are exposed with _total, histograms
-# with _bucket/_sum/_count). The cutover stage gauge is listed until the cutover controller
-# registers it.
+# with _bucket/_sum/_count).
 known="$scratch/metrics.txt"
 {
   grep -rhoE '"sessionizer_[a-z0-9_]+"' "$root/worker/src" | tr -d '"'
   grep -rh -A1 'register($' "$root/operator/src" | grep -oE '^\s*"[a-z0-9_]+",' | tr -d ' ",' |
     sed 's/^/sessionizer_operator_/'
-  echo sessionizer_operator_cutover_stage_started_timestamp_seconds
 } | sort -u >"$known"
 unknown_metrics() { # file -> names it queries that nothing registers
   grep -oE 'sessionizer_[a-z0-9_]+' "$1" | sort -u | while read -r metric; do
