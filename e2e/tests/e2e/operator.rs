@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -260,8 +261,8 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
     let it = install_and_apply_example().await;
     it.wait_ready().await;
 
-    // Scale out: key groups are re-divided, so every worker restarts with its new range (from
-    // its checkpoint, in later issues) and one more joins.
+    // Scale out: key groups are re-divided, so every worker stops with a final checkpoint, then
+    // restarts with its new range (restored from it) and one more joins.
     let before = it.worker_pod_uids().await;
     it.patch_spec(json!({ "parallelism": 2 })).await;
     it.wait_ready().await;
@@ -270,6 +271,25 @@ async fn rescale_rolls_once_and_reapplying_changes_nothing() {
         .unwrap();
     let scaled = it.worker_pod_uids().await;
     assert_eq!(scaled.len(), 2);
+    // The running worker was stopped with a final checkpoint before the new count started.
+    let events = it.api::<Event>();
+    let job = it.job.clone();
+    wait::until("a WorkersStoppedForRescale event", POD_TIMEOUT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("listing events"))?;
+        let stopped = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("WorkersStoppedForRescale")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(job.as_str())
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("1 → 2") && n.contains("chk-"))
+        });
+        Ok::<_, Error>(stopped.then_some(()))
+    })
+    .await
+    .unwrap();
     for (pod, uid) in &before {
         assert_ne!(
             scaled.get(pod),

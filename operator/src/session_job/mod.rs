@@ -16,6 +16,7 @@ pub mod held;
 pub mod kafka;
 pub mod observe;
 pub mod reconcile;
+pub mod rescale;
 pub mod status;
 pub mod validate;
 

@@ -26,6 +26,7 @@ use super::build;
 use super::events::{self, transitions};
 use super::held;
 use super::observe::{self, Observed};
+use super::rescale;
 use super::status::{Outcome, desired_status};
 use super::validate::validate;
 use crate::checkpoints::{self, cleanup};
@@ -45,6 +46,8 @@ pub const RECHECK_UNKNOWN: Duration = Duration::from_secs(60);
 /// Longest time between two checkpoint retention passes of a job (shorter for shorter
 /// checkpoint intervals).
 pub const RECHECK_CHECKPOINTS: Duration = Duration::from_secs(60);
+/// When to try again while a worker could not be stopped for a rescale.
+pub const RESCALE_RETRY: Duration = Duration::from_secs(5);
 /// Shortest time between two scheduled checkpoint retention passes.
 pub const MIN_RECHECK_CHECKPOINTS: Duration = Duration::from_secs(5);
 
@@ -177,6 +180,21 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
 
     // Build: pure.
     let children = build::children(&valid)?;
+
+    // Rescale: every worker stops with a final checkpoint before the new count starts.
+    let desired = if valid.held { 0 } else { job.spec.parallelism };
+    let current = rescale::current_replicas(observed.statefulset.as_ref());
+    if rescale::needs_stop(current, desired) {
+        let gate = rescale::stop_workers(ctx, &valid.namespace, &job.name_any()).await;
+        if let Some(event) = gate.event(current.unwrap_or_default(), desired)
+            && let Err(error) = ctx.recorder.publish(&event, &job.object_ref(&())).await
+        {
+            tracing::warn!(%error, "could not publish the rescale event");
+        }
+        if !gate.may_apply() {
+            return Ok(Action::requeue(RESCALE_RETRY));
+        }
+    }
 
     // Apply: config before the StatefulSet that mounts it.
     let applied = match apply::apply_children(&ctx.client, &valid.namespace, &children).await {
