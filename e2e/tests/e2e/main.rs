@@ -10,6 +10,7 @@ mod checkpoint_retention;
 mod crd_validation;
 mod cutover;
 mod history_store;
+mod live_ttl;
 mod node_agent;
 mod operator;
 mod smoke_kubernetes;
