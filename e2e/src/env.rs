@@ -27,6 +27,7 @@ pub const NODE_NAME: &str = "local-node";
 pub const IMAGES: &[(&str, &str)] = &[
     ("sessionizer/e2e-testapp", "e2e-testapp"),
     ("sessionizer/worker", "sessionizer-worker"),
+    ("sessionizer/loadgen", "sessionizer-loadgen"),
     ("sessionizer/operator", "sessionizer-operator"),
 ];
 

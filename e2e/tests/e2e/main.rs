@@ -9,6 +9,7 @@ mod chart;
 mod checkpoint_retention;
 mod crd_validation;
 mod cutover;
+mod cutover_oracle;
 mod history_store;
 mod live_ttl;
 mod node_agent;

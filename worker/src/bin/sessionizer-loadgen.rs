@@ -91,6 +91,10 @@ struct Args {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress_secs: u64,
+    /// After the last event, stay up (idle) until SIGTERM instead of exiting: how a producer
+    /// Deployment runs it, so the Pod is not restarted into producing the stream again.
+    #[arg(long)]
+    then_idle: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -298,11 +302,43 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let idle = args.then_idle;
+    match run(args) {
+        Ok(()) if idle => {
+            println!("done; idling until SIGTERM");
+            idle_until_terminated()
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sessionizer-loadgen: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Blocks until SIGTERM or SIGINT, then exits 0.
+fn idle_until_terminated() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sessionizer-loadgen: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match sessionizer_worker::run::shutdown_signal() {
+            Ok(signal) => {
+                signal.await;
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sessionizer-loadgen: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
