@@ -7,6 +7,9 @@
 //! records before the flip, the new job's after — equal the oracle's over every event produced:
 //! nothing lost, nothing duplicated.
 //!
+//! A second run kills the operator once in every stage in turn; the new operator carries each
+//! stage on from the status and the result is the same.
+//!
 //! The restored producer starts its seeded stream again from the beginning: every event it
 //! re-sends is a duplicate the new job recognises, and the rest of the stream (with the
 //! watermark-advancing sentinels at its end) follows.
@@ -14,9 +17,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -25,6 +28,7 @@ use serde_json::json;
 use sessionizer_crds::cutover::CutoverStage;
 use sessionizer_crds::{SessionJob, SessionJobCutover};
 use sessionizer_e2e::env::unique_name;
+use sessionizer_e2e::smoke::is_running_and_ready;
 use sessionizer_e2e::{Error, install, wait};
 use sessionizer_worker::config::WorkerConfig;
 use sessionizer_worker::engine::EngineConfig;
@@ -80,10 +84,52 @@ fn read_all(consumer: &BaseConsumer, into: &mut Vec<SessionRecord>) {
 
 #[tokio::test]
 async fn a_cutover_under_continuous_load_loses_and_duplicates_nothing() {
+    let pause = cutover_under_load("cutover-oracle", false).await;
+    let pause = pause.expect("the producer pause is measured");
+    assert!(pause < 30.0, "the producers were paused {pause} s");
+}
+
+/// The operator is killed once in every stage in turn (as soon as the cutover has reached it),
+/// each time the new operator carries on from the status, and the result is the same.
+#[tokio::test]
+async fn the_operator_killed_in_every_stage_still_cuts_over_without_loss() {
+    cutover_under_load("cutover-kills", true).await;
+}
+
+/// Deletes every operator Pod and waits until a new one is ready.
+async fn kill_the_operator(pods: &Api<Pod>) {
+    let selector = ListParams::default().labels("app.kubernetes.io/name=sessionizer-operator");
+    let before: Vec<String> = pods
+        .list(&selector)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(ResourceExt::uid)
+        .collect();
+    for uid_pod in pods.list(&selector).await.unwrap().items {
+        pods.delete(&uid_pod.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait::until("a new operator Pod to be ready", POD_TIMEOUT, || async {
+        let now = pods.list(&selector).await.map_err(Error::kube("listing"))?;
+        let fresh = now
+            .items
+            .iter()
+            .any(|p| is_running_and_ready(p) && !before.contains(&p.uid().unwrap_or_default()));
+        Ok::<_, Error>(fresh.then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs the whole story in a fresh namespace; returns the producer pause in seconds.
+async fn cutover_under_load(prefix: &str, kill_in_every_stage: bool) -> Option<f64> {
     let env = env();
     let client = env.client().await.unwrap();
     sessionizer_e2e::crds::install(&client).await.unwrap();
-    let namespace = env.namespace("cutover-oracle").await.unwrap();
+    let namespace = env.namespace(prefix).await.unwrap();
     install::operator(env, &namespace, "sessionizer", &[])
         .await
         .unwrap();
@@ -211,6 +257,36 @@ async fn a_cutover_under_continuous_load_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     let cutovers: Api<SessionJobCutover> = Api::namespaced(client.clone(), &namespace);
+    if kill_in_every_stage {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        for stage in [
+            CutoverStage::PausingProducers,
+            CutoverStage::Draining,
+            CutoverStage::StoppingJobs,
+            CutoverStage::FlippingSink,
+            CutoverStage::Resuming,
+        ] {
+            let reached = wait::until(
+                &format!("the cutover to reach {stage:?}"),
+                RESULT_TIMEOUT,
+                || async {
+                    let cutover = cutovers
+                        .get("pageviews-v2-cutover")
+                        .await
+                        .map_err(Error::kube("reading the cutover"))?;
+                    let now = cutover.status.as_ref().and_then(|s| s.stage);
+                    Ok::<_, Error>(now.filter(|now| *now >= stage))
+                },
+            )
+            .await
+            .unwrap();
+            if reached.is_terminal() {
+                break;
+            }
+            eprintln!("killing the operator in {reached:?}");
+            kill_the_operator(&pods).await;
+        }
+    }
     let done = wait::until("the cutover to complete", RESULT_TIMEOUT, || async {
         let cutover = cutovers
             .get("pageviews-v2-cutover")
@@ -277,4 +353,5 @@ async fn a_cutover_under_continuous_load_loses_and_duplicates_nothing() {
         records.len(),
         want.len()
     );
+    pause
 }
