@@ -20,6 +20,7 @@ pub mod pki;
 pub mod process;
 pub mod s3;
 pub mod smoke;
+pub mod story;
 pub mod tools;
 pub mod wait;
 

@@ -219,6 +219,42 @@ async fn demo(keep: bool) -> Result<()> {
             )
             .await?
         );
+
+        println!(
+            "\n== The whole story: a load generator produces; the old job runs on production, a \
+             new one side-runs; a cutover replaces it under load"
+        );
+        let report = sessionizer_e2e::story::cutover_story(&env, "story", false, |line| {
+            println!("-- {line}");
+        })
+        .await?;
+        println!("\n== Verification");
+        println!(
+            "{} events produced (the producer re-sent its whole stream after the pause: every \
+             re-sent event was recognised as a duplicate)",
+            report.events
+        );
+        println!(
+            "production topic: {} records; their final sessions (latest version per id) equal the \
+             oracle's {} sessions: 0 lost, 0 duplicated",
+            report.production_records, report.sessions
+        );
+        if let Some(pause) = report.producer_pause_seconds {
+            println!("producers paused for {pause:.0} s");
+        }
+        print!(
+            "{}",
+            env.kubectl(
+                &[
+                    "get",
+                    "sessionjobs,sessionjobcutovers",
+                    "-n",
+                    &report.namespace
+                ],
+                None
+            )
+            .await?
+        );
         Result::Ok(())
     };
     tokio::select! {

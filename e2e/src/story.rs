@@ -1,0 +1,396 @@
+//! The product's whole story on the local environment, shared by `sessionizer-env demo` and the
+//! end-to-end tests: a producer (the load generator, run as a Deployment) sends a messy stream
+//! continuously; the old job (`examples/sessionjob.yaml`) writes sessions to the production
+//! topic while the new one (`examples/sessionjob-side-run.yaml`) side-runs into its dead-letter
+//! topic; `examples/cutover.yaml` pauses the producer, drains and stops both jobs with final
+//! checkpoints (in the S3 server), flips the new job's sink and resumes it, then restores the
+//! producer. The verification: the production topic's final sessions — the old job's records
+//! before the flip, the new job's after — equal the oracle's over every event produced.
+//!
+//! The restored producer starts its seeded stream again from the beginning: every event it
+//! re-sends is a duplicate the new job recognises, and the rest of the stream (with the
+//! watermark-advancing sentinels at its end) follows. Optionally the operator is killed once in
+//! every stage in turn. This module only drives and observes; it never decides for the operator.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::json;
+use sessionizer_crds::cutover::CutoverStage;
+use sessionizer_crds::session_job::{SessionJobPhase, SinkMode};
+use sessionizer_crds::{SessionJob, SessionJobCutover};
+use sessionizer_worker::config::WorkerConfig;
+use sessionizer_worker::engine::EngineConfig;
+use sessionizer_worker::loadgen::{self, LoadSpec, without_sentinels};
+use sessionizer_worker::oracle;
+use sessionizer_worker::session::{SessionRecord, final_sessions};
+
+use crate::env::{Env, unique_name};
+use crate::smoke::is_running_and_ready;
+use crate::{Error, Result, install, wait};
+
+const PARTITIONS: i32 = 2;
+const EVENTS: u64 = 6_000;
+const USERS: u32 = 200;
+const SEED: u64 = 7;
+const RATE: u64 = 300;
+const SECRET: &str = "checkpoint-store";
+const OLD: &str = "pageviews";
+const NEW: &str = "pageviews-v2";
+const CUTOVER: &str = "pageviews-v2-cutover";
+/// How long any one step (Pods ready, the cutover, the result) may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// What the story measured.
+#[derive(Debug, Clone)]
+pub struct StoryReport {
+    /// The namespace it ran in.
+    pub namespace: String,
+    /// Events in the producer's stream (sentinels included).
+    pub events: usize,
+    /// Records read from the production topic.
+    pub production_records: usize,
+    /// Final sessions (the oracle's, which the production topic matched).
+    pub sessions: usize,
+    /// How long the producers were paused, from the cutover's status.
+    pub producer_pause_seconds: Option<f64>,
+    /// The stages in which the operator was killed.
+    pub killed_in: Vec<CutoverStage>,
+}
+
+fn producer(bootstrap: &str, topic: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: pageview-collector
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: pageview-collector
+  template:
+    metadata:
+      labels:
+        app: pageview-collector
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: loadgen
+        image: sessionizer/loadgen:dev
+        args: ["--bootstrap", "{bootstrap}", "--topic", "{topic}", "--events", "{EVENTS}",
+               "--users", "{USERS}", "--seed", "{SEED}", "--rate", "{RATE}", "--then-idle"]
+"#
+    )
+}
+
+fn other(message: impl Into<String>) -> Error {
+    Error::Other(message.into())
+}
+
+/// Every session record of the topic `consumer` is assigned to, read so far.
+fn read_all(consumer: &BaseConsumer, into: &mut Vec<SessionRecord>) -> Result<()> {
+    while let Some(message) = consumer.poll(Duration::from_millis(200)) {
+        let message = message.map_err(|e| other(format!("reading the production topic: {e}")))?;
+        if let Some(payload) = message.payload() {
+            into.push(
+                serde_json::from_slice(payload)
+                    .map_err(|e| other(format!("a production record is not a session: {e}")))?,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every operator Pod and waits until a new one is ready.
+async fn kill_the_operator(pods: &Api<Pod>) -> Result<()> {
+    let selector = ListParams::default().labels("app.kubernetes.io/name=sessionizer-operator");
+    let list = pods
+        .list(&selector)
+        .await
+        .map_err(Error::kube("listing the operator Pods"))?;
+    let before: Vec<String> = list.items.iter().filter_map(ResourceExt::uid).collect();
+    for pod in list.items {
+        pods.delete(&pod.name_any(), &DeleteParams::default())
+            .await
+            .map_err(Error::kube("deleting an operator Pod"))?;
+    }
+    wait::until("a new operator Pod to be ready", STEP_TIMEOUT, || async {
+        let now = pods
+            .list(&selector)
+            .await
+            .map_err(Error::kube("listing the operator Pods"))?;
+        let fresh = now
+            .items
+            .iter()
+            .any(|p| is_running_and_ready(p) && !before.contains(&p.uid().unwrap_or_default()));
+        Ok::<_, Error>(fresh.then_some(()))
+    })
+    .await
+}
+
+/// Runs the story in a new namespace named after `prefix`, printing what happens with
+/// `progress`; fails unless the production topic ends with the oracle's final sessions.
+pub async fn cutover_story(
+    env: &Env,
+    prefix: &str,
+    kill_in_every_stage: bool,
+    progress: impl Fn(&str),
+) -> Result<StoryReport> {
+    let client = env.client().await?;
+    crate::crds::install(&client).await?;
+    let namespace = env.namespace(prefix).await?;
+    progress(&format!(
+        "helm install of the operator into namespace {namespace}"
+    ));
+    install::operator(env, &namespace, "sessionizer", &[]).await?;
+    let kafka = env.kafka()?;
+    let source = unique_name("pageviews");
+    for (topic, partitions) in [
+        (source.clone(), PARTITIONS),
+        (format!("{source}-sessions"), PARTITIONS),
+        (format!("{source}-quarantine"), 1),
+        (format!("{source}-sessions-v2-dlq"), PARTITIONS),
+        (format!("{source}-quarantine-v2"), 1),
+    ] {
+        kafka.create_topic(&topic, partitions).await?;
+    }
+    // Checkpoints in the S3 server: the new job's Pods are replaced at the cutover and resume
+    // from the final checkpoint there.
+    let s3 = env.s3()?;
+    let bucket = unique_name("cutover");
+    s3.create_bucket(&bucket).await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": SECRET},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_REGION": "us-east-1",
+        },
+    }))
+    .map_err(|e| other(format!("the checkpoint Secret: {e}")))?;
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(Error::kube("creating the checkpoint Secret"))?;
+
+    let mut new_spec = None;
+    for file in ["sessionjob.yaml", "sessionjob-side-run.yaml"] {
+        let text = install::example(
+            file,
+            &[
+                ("KAFKA_BOOTSTRAP", &kafka.bootstrap),
+                ("SOURCE_TOPIC", &source),
+            ],
+        )?;
+        let mut job: serde_json::Value =
+            serde_yaml::from_str(&text).map_err(|e| other(format!("examples/{file}: {e}")))?;
+        job["spec"]["checkpoints"] = json!({
+            "location": format!("s3://{bucket}/checkpoints"),
+            "endpoint": s3.endpoint,
+            "credentialsSecretRef": {"name": SECRET},
+            "interval": "30s",
+        });
+        if file == "sessionjob-side-run.yaml" {
+            new_spec = Some(job["spec"].clone());
+        }
+        progress(&format!(
+            "kubectl apply -f examples/{file} (checkpoints in s3://{bucket})"
+        ));
+        let manifest =
+            serde_json::to_string(&job).map_err(|e| other(format!("examples/{file}: {e}")))?;
+        env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&manifest))
+            .await?;
+    }
+    progress(&format!(
+        "a producer Deployment: the load generator, {EVENTS} messy events at {RATE}/s"
+    ));
+    env.kubectl(
+        &["apply", "-n", &namespace, "-f", "-"],
+        Some(&producer(&kafka.bootstrap, &source)),
+    )
+    .await?;
+
+    // What the stream must come to: the oracle over every event the producer sends.
+    let config = WorkerConfig {
+        job: String::from(NEW),
+        namespace: namespace.clone(),
+        effective_sink: SinkMode::Production,
+        spec: serde_json::from_value(new_spec.unwrap_or_default())
+            .map_err(|e| other(format!("the side-run job's spec: {e}")))?,
+    };
+    let engine =
+        EngineConfig::from_worker(&config).map_err(|e| other(format!("session settings: {e}")))?;
+    let spec = LoadSpec {
+        seed: SEED,
+        events: EVENTS,
+        users: USERS,
+        partitions: PARTITIONS as u32,
+        ..LoadSpec::default()
+    };
+    spec.check_fits(&engine).map_err(other)?;
+    let events = loadgen::generate(&spec);
+    let want = without_sentinels(
+        oracle::sessionize(events.iter().map(|e| e.payload.as_slice()), &engine).sessions,
+    );
+
+    let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
+    for name in [OLD, NEW] {
+        wait::until(&format!("{name} to be Ready"), STEP_TIMEOUT, || async {
+            let job = jobs.get(name).await.map_err(Error::kube("reading job"))?;
+            let ready = job.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            Ok::<_, Error>(ready.then_some(()))
+        })
+        .await?;
+    }
+    progress(&format!(
+        "{OLD} runs on production; {NEW} side-runs on its dead-letter topic"
+    ));
+
+    // Cut over while the producer is mid-stream.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", unique_name("story-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| other(format!("a Kafka reader: {e}")))?;
+    wait::until("a third of the stream to be produced", STEP_TIMEOUT, || {
+        let produced: i64 = (0..PARTITIONS)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&source, p, Duration::from_secs(5))
+                    .map_or(0, |(_, high)| high)
+            })
+            .sum();
+        async move { Ok::<_, Error>((produced >= EVENTS as i64 / 3).then_some(())) }
+    })
+    .await?;
+    progress("kubectl apply -f examples/cutover.yaml, while the producer is mid-stream");
+    let text = install::example("cutover.yaml", &[])?;
+    env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&text))
+        .await?;
+    let cutovers: Api<SessionJobCutover> = Api::namespaced(client.clone(), &namespace);
+    let mut killed_in = Vec::new();
+    if kill_in_every_stage {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        for stage in [
+            CutoverStage::PausingProducers,
+            CutoverStage::Draining,
+            CutoverStage::StoppingJobs,
+            CutoverStage::FlippingSink,
+            CutoverStage::Resuming,
+        ] {
+            let what = format!("the cutover to reach {stage:?}");
+            let reached = wait::until(&what, STEP_TIMEOUT, || async {
+                let cutover = cutovers
+                    .get(CUTOVER)
+                    .await
+                    .map_err(Error::kube("reading the cutover"))?;
+                let now = cutover.status.as_ref().and_then(|s| s.stage);
+                Ok::<_, Error>(now.filter(|now| *now >= stage))
+            })
+            .await?;
+            if reached.is_terminal() {
+                break;
+            }
+            progress(&format!("killing the operator in {reached:?}"));
+            kill_the_operator(&pods).await?;
+            killed_in.push(reached);
+        }
+    }
+    let done = wait::until("the cutover to complete", STEP_TIMEOUT, || async {
+        let cutover = cutovers
+            .get(CUTOVER)
+            .await
+            .map_err(Error::kube("reading the cutover"))?;
+        let stage = cutover.status.as_ref().and_then(|s| s.stage);
+        match stage {
+            Some(CutoverStage::Completed) => Ok(Some(cutover)),
+            Some(CutoverStage::RolledBack | CutoverStage::Failed) => Err(other(format!(
+                "the cutover ended in {stage:?}: {:?}",
+                cutover.status
+            ))),
+            _ => Err(other(format!("status now: {:?}", cutover.status))),
+        }
+    });
+    let done = done.await?;
+    let pause = done.status.as_ref().and_then(|s| s.producer_pause_seconds);
+    progress(&format!(
+        "cutover Completed; producers were paused {}",
+        pause.map_or_else(|| String::from("(not measured)"), |p| format!("{p:.0} s"))
+    ));
+    let old = jobs
+        .get(OLD)
+        .await
+        .map_err(Error::kube("reading the old job"))?;
+    let phase = old.status.and_then(|s| s.phase);
+    if phase != Some(SessionJobPhase::Retired) {
+        return Err(other(format!("{OLD} is {phase:?}, not Retired")));
+    }
+
+    // The production topic: the old job's records before the flip, the new job's after.
+    progress("reading the production topic until its final sessions equal the oracle's");
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(&format!("{source}-sessions"), p, Offset::Beginning)
+            .map_err(|e| other(format!("assigning the production topic: {e}")))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| other(format!("assigning the production topic: {e}")))?;
+    let mut records = Vec::new();
+    wait::until(
+        "the production topic's final sessions to equal the oracle's",
+        STEP_TIMEOUT,
+        || {
+            let read = read_all(&consumer, &mut records);
+            let got = without_sentinels(final_sessions(records.iter()));
+            let verdict = read.map(|()| compare(&got, &want));
+            async move {
+                match verdict? {
+                    None => Ok(Some(())),
+                    Some(difference) => Err(other(difference)),
+                }
+            }
+        },
+    )
+    .await?;
+    Ok(StoryReport {
+        namespace,
+        events: events.len(),
+        production_records: records.len(),
+        sessions: want.len(),
+        producer_pause_seconds: pause,
+        killed_in,
+    })
+}
+
+/// `None` when equal, else how they differ.
+fn compare(
+    got: &BTreeMap<String, SessionRecord>,
+    want: &BTreeMap<String, SessionRecord>,
+) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+    let differ = want
+        .iter()
+        .filter(|(k, w)| got.get(*k).is_some_and(|g| g != *w))
+        .count();
+    Some(format!(
+        "{missing} missing, {extra} unexpected, {differ} different"
+    ))
+}
