@@ -136,14 +136,25 @@ async fn kill_the_operator(pods: &Api<Pod>) -> Result<()> {
     .await
 }
 
-/// Runs the story in a new namespace named after `prefix`, printing what happens with
-/// `progress`; fails unless the production topic ends with the oracle's final sessions.
-pub async fn cutover_story(
+/// A namespace with the operator, the topics, the checkpoint Secret, the example jobs named
+/// in `files` (checkpointing to the S3 server every `interval`) and the producer Deployment,
+/// plus the oracle's final sessions of the producer's stream.
+struct Prepared {
+    client: kube::Client,
+    namespace: String,
+    source: String,
+    events: usize,
+    want: BTreeMap<String, SessionRecord>,
+    consumer: BaseConsumer,
+}
+
+async fn prepare(
     env: &Env,
     prefix: &str,
-    kill_in_every_stage: bool,
-    progress: impl Fn(&str),
-) -> Result<StoryReport> {
+    files: &[&str],
+    interval: &str,
+    progress: &impl Fn(&str),
+) -> Result<Prepared> {
     let client = env.client().await?;
     crate::crds::install(&client).await?;
     let namespace = env.namespace(prefix).await?;
@@ -162,10 +173,9 @@ pub async fn cutover_story(
     ] {
         kafka.create_topic(&topic, partitions).await?;
     }
-    // Checkpoints in the S3 server: the new job's Pods are replaced at the cutover and resume
-    // from the final checkpoint there.
+    // Checkpoints in the S3 server: replaced Pods resume from them.
     let s3 = env.s3()?;
-    let bucket = unique_name("cutover");
+    let bucket = unique_name("story");
     s3.create_bucket(&bucket).await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": SECRET},
@@ -181,8 +191,8 @@ pub async fn cutover_story(
         .await
         .map_err(Error::kube("creating the checkpoint Secret"))?;
 
-    let mut new_spec = None;
-    for file in ["sessionjob.yaml", "sessionjob-side-run.yaml"] {
+    let mut last_spec = None;
+    for file in files {
         let text = install::example(
             file,
             &[
@@ -196,11 +206,9 @@ pub async fn cutover_story(
             "location": format!("s3://{bucket}/checkpoints"),
             "endpoint": s3.endpoint,
             "credentialsSecretRef": {"name": SECRET},
-            "interval": "30s",
+            "interval": interval,
         });
-        if file == "sessionjob-side-run.yaml" {
-            new_spec = Some(job["spec"].clone());
-        }
+        last_spec = Some(job["spec"].clone());
         progress(&format!(
             "kubectl apply -f examples/{file} (checkpoints in s3://{bucket})"
         ));
@@ -218,13 +226,14 @@ pub async fn cutover_story(
     )
     .await?;
 
-    // What the stream must come to: the oracle over every event the producer sends.
+    // What the stream must come to: the oracle over every event the producer sends (the
+    // example jobs share their session settings).
     let config = WorkerConfig {
         job: String::from(NEW),
         namespace: namespace.clone(),
         effective_sink: SinkMode::Production,
-        spec: serde_json::from_value(new_spec.unwrap_or_default())
-            .map_err(|e| other(format!("the side-run job's spec: {e}")))?,
+        spec: serde_json::from_value(last_spec.unwrap_or_default())
+            .map_err(|e| other(format!("the job's spec: {e}")))?,
     };
     let engine =
         EngineConfig::from_worker(&config).map_err(|e| other(format!("session settings: {e}")))?;
@@ -240,9 +249,26 @@ pub async fn cutover_story(
     let want = without_sentinels(
         oracle::sessionize(events.iter().map(|e| e.payload.as_slice()), &engine).sessions,
     );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", unique_name("story-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| other(format!("a Kafka reader: {e}")))?;
+    Ok(Prepared {
+        client,
+        namespace,
+        source,
+        events: events.len(),
+        want,
+        consumer,
+    })
+}
 
-    let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
-    for name in [OLD, NEW] {
+impl Prepared {
+    /// Waits until the SessionJob `name` is Ready.
+    async fn wait_ready(&self, name: &str) -> Result<()> {
+        let jobs: Api<SessionJob> = Api::namespaced(self.client.clone(), &self.namespace);
         wait::until(&format!("{name} to be Ready"), STEP_TIMEOUT, || async {
             let job = jobs.get(name).await.map_err(Error::kube("reading job"))?;
             let ready = job.status.as_ref().is_some_and(|s| {
@@ -252,30 +278,83 @@ pub async fn cutover_story(
             });
             Ok::<_, Error>(ready.then_some(()))
         })
+        .await
+    }
+
+    /// Waits until the producer has sent at least `share` percent of the stream.
+    async fn wait_produced(&self, share: i64) -> Result<()> {
+        let what = format!("{share}% of the stream to be produced");
+        wait::until(&what, STEP_TIMEOUT, || {
+            let produced: i64 = (0..PARTITIONS)
+                .map(|p| {
+                    self.consumer
+                        .fetch_watermarks(&self.source, p, Duration::from_secs(5))
+                        .map_or(0, |(_, high)| high)
+                })
+                .sum();
+            let enough = produced >= EVENTS as i64 * share / 100;
+            async move { Ok::<_, Error>(enough.then_some(())) }
+        })
+        .await
+    }
+
+    /// Reads the production topic until its final sessions equal the oracle's; returns how many
+    /// records it read.
+    async fn wait_for_oracle(&self) -> Result<usize> {
+        let mut list = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            list.add_partition_offset(&format!("{}-sessions", self.source), p, Offset::Beginning)
+                .map_err(|e| other(format!("assigning the production topic: {e}")))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| other(format!("assigning the production topic: {e}")))?;
+        let mut records = Vec::new();
+        wait::until(
+            "the production topic's final sessions to equal the oracle's",
+            STEP_TIMEOUT,
+            || {
+                let read = read_all(&self.consumer, &mut records);
+                let got = without_sentinels(final_sessions(records.iter()));
+                let verdict = read.map(|()| compare(&got, &self.want));
+                async move {
+                    match verdict? {
+                        None => Ok(Some(())),
+                        Some(difference) => Err(other(difference)),
+                    }
+                }
+            },
+        )
         .await?;
+        Ok(records.len())
+    }
+}
+
+/// Runs the story in a new namespace named after `prefix`, printing what happens with
+/// `progress`; fails unless the production topic ends with the oracle's final sessions.
+pub async fn cutover_story(
+    env: &Env,
+    prefix: &str,
+    kill_in_every_stage: bool,
+    progress: impl Fn(&str),
+) -> Result<StoryReport> {
+    let prepared = prepare(
+        env,
+        prefix,
+        &["sessionjob.yaml", "sessionjob-side-run.yaml"],
+        "30s",
+        &progress,
+    )
+    .await?;
+    let (client, namespace) = (prepared.client.clone(), prepared.namespace.clone());
+    for name in [OLD, NEW] {
+        prepared.wait_ready(name).await?;
     }
     progress(&format!(
         "{OLD} runs on production; {NEW} side-runs on its dead-letter topic"
     ));
-
     // Cut over while the producer is mid-stream.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .set("group.id", unique_name("story-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| other(format!("a Kafka reader: {e}")))?;
-    wait::until("a third of the stream to be produced", STEP_TIMEOUT, || {
-        let produced: i64 = (0..PARTITIONS)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&source, p, Duration::from_secs(5))
-                    .map_or(0, |(_, high)| high)
-            })
-            .sum();
-        async move { Ok::<_, Error>((produced >= EVENTS as i64 / 3).then_some(())) }
-    })
-    .await?;
+    prepared.wait_produced(33).await?;
     progress("kubectl apply -f examples/cutover.yaml, while the producer is mid-stream");
     let text = install::example("cutover.yaml", &[])?;
     env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&text))
@@ -330,6 +409,7 @@ pub async fn cutover_story(
         "cutover Completed; producers were paused {}",
         pause.map_or_else(|| String::from("(not measured)"), |p| format!("{p:.0} s"))
     ));
+    let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
     let old = jobs
         .get(OLD)
         .await
@@ -338,41 +418,114 @@ pub async fn cutover_story(
     if phase != Some(SessionJobPhase::Retired) {
         return Err(other(format!("{OLD} is {phase:?}, not Retired")));
     }
-
     // The production topic: the old job's records before the flip, the new job's after.
     progress("reading the production topic until its final sessions equal the oracle's");
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition_offset(&format!("{source}-sessions"), p, Offset::Beginning)
-            .map_err(|e| other(format!("assigning the production topic: {e}")))?;
-    }
-    consumer
-        .assign(&list)
-        .map_err(|e| other(format!("assigning the production topic: {e}")))?;
-    let mut records = Vec::new();
-    wait::until(
-        "the production topic's final sessions to equal the oracle's",
-        STEP_TIMEOUT,
-        || {
-            let read = read_all(&consumer, &mut records);
-            let got = without_sentinels(final_sessions(records.iter()));
-            let verdict = read.map(|()| compare(&got, &want));
-            async move {
-                match verdict? {
-                    None => Ok(Some(())),
-                    Some(difference) => Err(other(difference)),
-                }
-            }
-        },
-    )
-    .await?;
+    let production_records = prepared.wait_for_oracle().await?;
     Ok(StoryReport {
         namespace,
-        events: events.len(),
-        production_records: records.len(),
-        sessions: want.len(),
+        events: prepared.events,
+        production_records,
+        sessions: prepared.want.len(),
         producer_pause_seconds: pause,
         killed_in,
+    })
+}
+
+/// What [`killed_worker_story`] measured.
+#[derive(Debug, Clone)]
+pub struct KillReport {
+    /// Records read from the production topic.
+    pub production_records: usize,
+    /// Final sessions (the oracle's, which the production topic matched).
+    pub sessions: usize,
+    /// How many times the worker was killed.
+    pub kills: usize,
+}
+
+/// The process of `pod` in `namespace` running `binary`, found by its environment.
+fn process_of(namespace: &str, pod: &str, binary: &str) -> Option<i32> {
+    let wanted = [
+        format!("POD_NAME={pod}").into_bytes(),
+        format!("POD_NAMESPACE={namespace}").into_bytes(),
+    ];
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+            if exe.file_name()?.to_str()? != binary {
+                return None;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            wanted
+                .iter()
+                .all(|w| vars.contains(&w.as_slice()))
+                .then_some(pid)
+        })
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+/// A job's only worker is killed with SIGKILL at `kills` points of a stream the load generator
+/// produces; each time its container restarts in the same Pod and restores from the newest
+/// checkpoint in the S3 server. Fails unless the production topic ends with the oracle's final
+/// sessions: nothing lost, nothing counted twice.
+pub async fn killed_worker_story(
+    env: &Env,
+    prefix: &str,
+    kills: usize,
+    progress: impl Fn(&str),
+) -> Result<KillReport> {
+    let prepared = prepare(env, prefix, &["sessionjob.yaml"], "2s", &progress).await?;
+    prepared.wait_ready(OLD).await?;
+    let pod = format!("{OLD}-0");
+    let pods: Api<Pod> = Api::namespaced(prepared.client.clone(), &prepared.namespace);
+    for kill in 0..kills {
+        // Spread over the stream: with 3 kills at 25, 50 and 75 %.
+        let share = i64::try_from((kill + 1) * 100 / (kills + 1)).unwrap_or(50);
+        prepared.wait_produced(share).await?;
+        let before = restarts(
+            &pods
+                .get(&pod)
+                .await
+                .map_err(Error::kube("reading the worker Pod"))?,
+        );
+        let pid = process_of(&prepared.namespace, &pod, "sessionizer-worker")
+            .ok_or_else(|| other(format!("no process of {pod}")))?;
+        progress(&format!("kill -9 {pid} ({pod}) at {share}% of the stream"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| other(format!("killing {pid}: {e}")))?;
+        wait::until(
+            "the worker to restart and be ready",
+            STEP_TIMEOUT,
+            || async {
+                let now = pods
+                    .get(&pod)
+                    .await
+                    .map_err(Error::kube("reading the worker Pod"))?;
+                Ok::<_, Error>(
+                    (restarts(&now) > before && is_running_and_ready(&now)).then_some(()),
+                )
+            },
+        )
+        .await?;
+    }
+    progress("reading the production topic until its final sessions equal the oracle's");
+    let production_records = prepared.wait_for_oracle().await?;
+    Ok(KillReport {
+        production_records,
+        sessions: prepared.want.len(),
+        kills,
     })
 }
 

@@ -18,3 +18,4 @@ mod smoke_kubernetes;
 mod smoke_rbac;
 mod smoke_streams;
 mod support;
+mod worker_kill;
