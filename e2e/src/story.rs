@@ -330,12 +330,25 @@ impl Prepared {
     }
 }
 
+/// How the cutover of [`cutover_story`] is exercised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Twist {
+    /// Nothing in the way: the cutover completes.
+    None,
+    /// The operator is killed once in every stage in turn; the cutover still completes.
+    KillOperatorInEveryStage,
+    /// Draining cannot finish within its timeout (1 s): the cutover rolls back, the old job
+    /// keeps producing to production and the producers are restored.
+    DrainingTimesOut,
+}
+
 /// Runs the story in a new namespace named after `prefix`, printing what happens with
-/// `progress`; fails unless the production topic ends with the oracle's final sessions.
+/// `progress`; fails unless the cutover ends as `twist` expects and the production topic ends
+/// with the oracle's final sessions.
 pub async fn cutover_story(
     env: &Env,
     prefix: &str,
-    kill_in_every_stage: bool,
+    twist: Twist,
     progress: impl Fn(&str),
 ) -> Result<StoryReport> {
     let prepared = prepare(
@@ -356,12 +369,19 @@ pub async fn cutover_story(
     // Cut over while the producer is mid-stream.
     prepared.wait_produced(33).await?;
     progress("kubectl apply -f examples/cutover.yaml, while the producer is mid-stream");
-    let text = install::example("cutover.yaml", &[])?;
+    let mut cutover: serde_json::Value =
+        serde_yaml::from_str(&install::example("cutover.yaml", &[])?)
+            .map_err(|e| other(format!("examples/cutover.yaml: {e}")))?;
+    if twist == Twist::DrainingTimesOut {
+        cutover["spec"]["timeouts"]["draining"] = "1s".into();
+    }
+    let text = serde_json::to_string(&cutover)
+        .map_err(|e| other(format!("examples/cutover.yaml: {e}")))?;
     env.kubectl(&["apply", "-n", &namespace, "-f", "-"], Some(&text))
         .await?;
     let cutovers: Api<SessionJobCutover> = Api::namespaced(client.clone(), &namespace);
     let mut killed_in = Vec::new();
-    if kill_in_every_stage {
+    if twist == Twist::KillOperatorInEveryStage {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         for stage in [
             CutoverStage::PausingProducers,
@@ -388,16 +408,21 @@ pub async fn cutover_story(
             killed_in.push(reached);
         }
     }
-    let done = wait::until("the cutover to complete", STEP_TIMEOUT, || async {
+    let expected = if twist == Twist::DrainingTimesOut {
+        CutoverStage::RolledBack
+    } else {
+        CutoverStage::Completed
+    };
+    let done = wait::until("the cutover to end", STEP_TIMEOUT, || async {
         let cutover = cutovers
             .get(CUTOVER)
             .await
             .map_err(Error::kube("reading the cutover"))?;
         let stage = cutover.status.as_ref().and_then(|s| s.stage);
         match stage {
-            Some(CutoverStage::Completed) => Ok(Some(cutover)),
-            Some(CutoverStage::RolledBack | CutoverStage::Failed) => Err(other(format!(
-                "the cutover ended in {stage:?}: {:?}",
+            Some(stage) if stage == expected => Ok(Some(cutover)),
+            Some(stage) if stage.is_terminal() => Err(other(format!(
+                "the cutover ended in {stage:?}, not {expected:?}: {:?}",
                 cutover.status
             ))),
             _ => Err(other(format!("status now: {:?}", cutover.status))),
@@ -406,7 +431,7 @@ pub async fn cutover_story(
     let done = done.await?;
     let pause = done.status.as_ref().and_then(|s| s.producer_pause_seconds);
     progress(&format!(
-        "cutover Completed; producers were paused {}",
+        "cutover {expected:?}; producers were paused {}",
         pause.map_or_else(|| String::from("(not measured)"), |p| format!("{p:.0} s"))
     ));
     let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
@@ -415,10 +440,16 @@ pub async fn cutover_story(
         .await
         .map_err(Error::kube("reading the old job"))?;
     let phase = old.status.and_then(|s| s.phase);
-    if phase != Some(SessionJobPhase::Retired) {
-        return Err(other(format!("{OLD} is {phase:?}, not Retired")));
+    let want_phase = if twist == Twist::DrainingTimesOut {
+        SessionJobPhase::Running
+    } else {
+        SessionJobPhase::Retired
+    };
+    if phase != Some(want_phase) {
+        return Err(other(format!("{OLD} is {phase:?}, not {want_phase:?}")));
     }
-    // The production topic: the old job's records before the flip, the new job's after.
+    // The production topic: the old job's records before the flip, the new job's after (after a
+    // rollback: the old job's only).
     progress("reading the production topic until its final sessions equal the oracle's");
     let production_records = prepared.wait_for_oracle().await?;
     Ok(StoryReport {

@@ -224,9 +224,14 @@ async fn demo(keep: bool) -> Result<()> {
             "\n== The whole story: a load generator produces; the old job runs on production, a \
              new one side-runs; a cutover replaces it under load"
         );
-        let report = sessionizer_e2e::story::cutover_story(&env, "story", false, |line| {
-            println!("-- {line}");
-        })
+        let report = sessionizer_e2e::story::cutover_story(
+            &env,
+            "story",
+            sessionizer_e2e::story::Twist::None,
+            |line| {
+                println!("-- {line}");
+            },
+        )
         .await?;
         println!("\n== Verification");
         println!(
