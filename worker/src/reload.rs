@@ -50,7 +50,7 @@ pub fn spawn_ttl_watcher(
                         info!(
                             old_ttl_seconds = current.as_secs(),
                             new_ttl_seconds = ttl.as_secs(),
-                            "history.ttl changed; later history writes use it"
+                            "history.ttl in the configuration file changed"
                         );
                         current = ttl;
                         state.set_history_ttl(ttl);

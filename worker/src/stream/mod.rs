@@ -406,13 +406,7 @@ async fn drive(
                 }
             }
             _ = ticks.tick() => {
-                if history_ttl.has_changed().unwrap_or(false)
-                    && let Some(ttl) = *history_ttl.borrow_and_update()
-                {
-                    for group in &mut p.groups {
-                        group.set_history_ttl(ttl);
-                    }
-                }
+                apply_history_ttl(p, &mut history_ttl);
                 p.on_tick(now_ms()).await?;
                 p.maybe_checkpoint(now_ms(), settings.drain_timeout).await?;
                 let now = Instant::now();
@@ -447,9 +441,29 @@ async fn drive(
                     // More without waiting, if librdkafka already has them.
                     next = messages.next().now_or_never().flatten();
                 }
+                apply_history_ttl(p, &mut history_ttl);
                 p.on_batch(seq, batch, now).await?;
                 p.ledger.seal(seq);
             }
         }
+    }
+}
+
+/// Hands a new `history.ttl` (see [`crate::reload`]) to every key group, between two steps of
+/// the loop: every history write after this uses it.
+fn apply_history_ttl(
+    p: &mut Pipeline,
+    history_ttl: &mut watch::Receiver<Option<std::time::Duration>>,
+) {
+    if history_ttl.has_changed().unwrap_or(false)
+        && let Some(ttl) = *history_ttl.borrow_and_update()
+    {
+        for group in &mut p.groups {
+            group.set_history_ttl(ttl);
+        }
+        info!(
+            ttl_seconds = ttl.as_secs(),
+            "history.ttl changed; later history writes use it"
+        );
     }
 }
