@@ -181,7 +181,8 @@ fn write_file(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(Error::io("writing", path))
 }
 
-/// A KRaft cluster id: 16 bytes, URL-safe base64 without padding, unique per run.
+/// A KRaft cluster id: 16 bytes, URL-safe base64 without padding, unique per run, starting
+/// with a letter.
 fn cluster_id() -> String {
     use base64::Engine;
     use std::hash::{BuildHasher, Hasher};
@@ -193,6 +194,9 @@ fn cluster_id() -> String {
         hasher.write_u32(std::process::id());
         chunk.copy_from_slice(&hasher.finish().to_le_bytes());
     }
+    // The first character comes from the top 6 bits of the first byte; keeping the top bit clear
+    // keeps it a letter, so `kafka-storage` never reads an id starting with '-' as an option.
+    bytes[0] &= 0x7f;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -235,3 +239,17 @@ logger.kafka.level = warn
 logger.apache.name = org.apache.kafka
 logger.apache.level = warn
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_never_look_like_an_option() {
+        for _ in 0..2_000 {
+            let id = cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
+        }
+    }
+}

@@ -299,16 +299,7 @@ async fn start(
         .restore(&config.spec.checkpoints.restore_from())
         .await
         .map_err(|e| StreamError::Checkpoint(e.to_string()))?;
-    // A restored key group resumes exactly where its state was taken, whatever the consumer
-    // group committed since.
-    let mut start_offsets = committed.clone();
-    for (t, topic) in router.topics().iter().enumerate() {
-        for (kg, found) in &restored {
-            if let Some(offset) = found.checkpoint.offsets.get(topic) {
-                start_offsets.insert((t, *kg as i32), Some(*offset));
-            }
-        }
-    }
+    let start_offsets = start_offsets(&committed, router.topics(), &restored);
     consumer::assign(&kafka_consumer, &router, &start_offsets)?;
     let producer = producer::create_producer(config)?;
     let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
@@ -464,6 +455,74 @@ fn apply_history_ttl(
         info!(
             ttl_seconds = ttl.as_secs(),
             "history.ttl changed; later history writes use it"
+        );
+    }
+}
+
+/// Where each assigned partition starts: a restored key group exactly where its state was
+/// taken, whatever the consumer group committed since; a partition the checkpoint has no offset
+/// for had consumed nothing when it was taken (it started from the beginning), so it starts from
+/// the beginning again (`None`). Other partitions start at their committed offset.
+fn start_offsets(
+    committed: &BTreeMap<commit::TopicPartition, Option<i64>>,
+    topics: &[String],
+    restored: &BTreeMap<u32, checkpointing::Restored>,
+) -> BTreeMap<commit::TopicPartition, Option<i64>> {
+    let mut start = committed.clone();
+    for (t, topic) in topics.iter().enumerate() {
+        for (kg, found) in restored {
+            let offset = found.checkpoint.offsets.get(topic).copied();
+            start.insert((t, *kg as i32), offset);
+        }
+    }
+    start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::KeyGroupCheckpoint;
+
+    #[test]
+    fn restored_key_groups_start_at_their_checkpoint_never_at_a_later_commit() {
+        let topics = vec![String::from("views")];
+        let committed =
+            BTreeMap::from([((0, 0), Some(867)), ((0, 1), Some(953)), ((0, 2), Some(5))]);
+        let restored = BTreeMap::from([
+            (
+                0,
+                checkpointing::Restored {
+                    id: String::from("chk-1"),
+                    checkpoint: KeyGroupCheckpoint {
+                        key_group: 0,
+                        offsets: BTreeMap::from([(String::from("views"), 400)]),
+                        ..KeyGroupCheckpoint::default()
+                    },
+                },
+            ),
+            (
+                1,
+                checkpointing::Restored {
+                    id: String::from("chk-1"),
+                    // Taken before anything of partition 1 was consumed.
+                    checkpoint: KeyGroupCheckpoint {
+                        key_group: 1,
+                        ..KeyGroupCheckpoint::default()
+                    },
+                },
+            ),
+        ]);
+        let start = start_offsets(&committed, &topics, &restored);
+        assert_eq!(
+            start[&(0, 0)],
+            Some(400),
+            "the checkpoint's offset, not the commit"
+        );
+        assert_eq!(start[&(0, 1)], None, "from the beginning, not the commit");
+        assert_eq!(
+            start[&(0, 2)],
+            Some(5),
+            "not restored: the committed offset"
         );
     }
 }
