@@ -58,10 +58,7 @@ struct Row {
 }
 
 fn main() {
-    let events: u64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(200_000);
+    let events = support::bench_events(200_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,12 +69,8 @@ fn main() {
 
 async fn bench(n: u64) {
     let spec = LoadSpec {
-        seed: 3,
-        events: n,
-        users: u32::try_from((n / 40).max(100)).unwrap_or(u32::MAX),
-        partitions: PARTITIONS,
         sentinels: false,
-        ..LoadSpec::default()
+        ..support::bench_load(3, n, PARTITIONS)
     };
     let events = loadgen::generate(&spec);
     let root = tempfile::tempdir().unwrap();

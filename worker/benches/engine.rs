@@ -23,7 +23,7 @@ use std::time::Instant;
 use sessionizer_worker::engine::{KeyGroup, Output};
 use sessionizer_worker::history::metrics::{BackendLabel, HistoryMetrics};
 use sessionizer_worker::history::{Codec, EmbeddedStore, WriteBehind};
-use sessionizer_worker::loadgen::{self, LoadSpec, without_sentinels};
+use sessionizer_worker::loadgen::{self, without_sentinels};
 use sessionizer_worker::oracle;
 use sessionizer_worker::session::final_sessions;
 
@@ -37,10 +37,7 @@ const PARTITIONS: u32 = 4;
 const BATCH: usize = 2048;
 
 fn main() {
-    let events: u64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(400_000);
+    let events = support::bench_events(400_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -49,13 +46,7 @@ fn main() {
 }
 
 async fn bench(n: u64) {
-    let spec = LoadSpec {
-        seed: 1,
-        events: n,
-        users: u32::try_from((n / 40).max(100)).unwrap_or(u32::MAX),
-        partitions: PARTITIONS,
-        ..LoadSpec::default()
-    };
+    let spec = support::bench_load(1, n, PARTITIONS);
     let events = loadgen::generate(&spec);
     let total = events.len();
     let dir = tempfile::tempdir().unwrap();

@@ -35,7 +35,7 @@ use sessionizer_e2e::aerospike::{AerospikeTestServer, ServerConfig};
 use sessionizer_e2e::env::unique_name;
 use sessionizer_e2e::process::ManagedProcess;
 use sessionizer_e2e::{Env, EnvConfig};
-use sessionizer_worker::loadgen::{self, LoadSpec, without_sentinels};
+use sessionizer_worker::loadgen::{self, without_sentinels};
 use sessionizer_worker::oracle;
 
 use support::{Backend, JobSpec, SinkState, TopicReader};
@@ -57,10 +57,7 @@ struct Measured {
 }
 
 fn main() {
-    let events: u64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(1_000_000);
+    let events = support::bench_events(1_000_000);
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -85,13 +82,7 @@ async fn bench(n: u64, cores: usize) {
     let source = format!("{name}-events");
     kafka.create_topic(&source, PARTITIONS).await.unwrap();
 
-    let spec = LoadSpec {
-        seed: 1,
-        events: n,
-        users: u32::try_from((n / 40).max(100)).unwrap_or(u32::MAX),
-        partitions: PARTITIONS as u32,
-        ..LoadSpec::default()
-    };
+    let spec = support::bench_load(1, n, PARTITIONS as u32);
     let started = Instant::now();
     let events = loadgen::generate(&spec);
     let total = events.len() as u64;

@@ -42,19 +42,12 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime
-                .block_on(Env::start(EnvConfig {
-                    kubernetes: false,
-                    node_agent: false,
-                    kafka: true,
-                    s3: true,
-                }))
-                .unwrap()
+        support::start_env(EnvConfig {
+            kubernetes: false,
+            node_agent: false,
+            kafka: true,
+            s3: true,
         })
-        .join()
-        .unwrap()
     })
 }
 

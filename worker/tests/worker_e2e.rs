@@ -40,19 +40,12 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(240);
 fn kafka_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime
-                .block_on(Env::start(EnvConfig {
-                    kubernetes: false,
-                    node_agent: false,
-                    kafka: true,
-                    s3: false,
-                }))
-                .unwrap()
+        support::start_env(EnvConfig {
+            kubernetes: false,
+            node_agent: false,
+            kafka: true,
+            s3: false,
         })
-        .join()
-        .unwrap()
     })
 }
 

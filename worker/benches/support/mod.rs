@@ -18,9 +18,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sessionizer_e2e::net::free_port;
 use sessionizer_e2e::process::ManagedProcess;
+use sessionizer_e2e::{Env, EnvConfig};
 use sessionizer_worker::config::WorkerConfig;
 use sessionizer_worker::engine::{EngineConfig, Quarantine};
-use sessionizer_worker::loadgen::GeneratedEvent;
+use sessionizer_worker::loadgen::{GeneratedEvent, LoadSpec};
 use sessionizer_worker::session::SessionRecord;
 
 /// Where a job keeps its history.
@@ -357,4 +358,35 @@ pub fn difference(
         got.len(),
         want.len()
     )
+}
+
+/// The event count a benchmark runs with: `$BENCH_EVENTS` (underscores allowed), else `default`.
+pub fn bench_events(default: u64) -> u64 {
+    std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The generated workload of the benchmarks: `n` events over `partitions`, one user per 40
+/// events (at least 100).
+pub fn bench_load(seed: u64, n: u64, partitions: u32) -> LoadSpec {
+    LoadSpec {
+        seed,
+        events: n,
+        users: u32::try_from((n / 40).max(100)).unwrap_or(u32::MAX),
+        partitions,
+        ..LoadSpec::default()
+    }
+}
+
+/// Starts a local environment on its own thread and runtime, so a `OnceLock` can share it
+/// between the tests of a file whatever runtime each test runs on.
+pub fn start_env(config: EnvConfig) -> Env {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(Env::start(config)).unwrap()
+    })
+    .join()
+    .unwrap()
 }
