@@ -434,20 +434,30 @@ pub async fn cutover_story(
         "cutover {expected:?}; producers were paused {}",
         pause.map_or_else(|| String::from("(not measured)"), |p| format!("{p:.0} s"))
     ));
-    let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
-    let old = jobs
-        .get(OLD)
-        .await
-        .map_err(Error::kube("reading the old job"))?;
-    let phase = old.status.and_then(|s| s.phase);
     let want_phase = if twist == Twist::DrainingTimesOut {
         SessionJobPhase::Running
     } else {
         SessionJobPhase::Retired
     };
-    if phase != Some(want_phase) {
-        return Err(other(format!("{OLD} is {phase:?}, not {want_phase:?}")));
-    }
+    // The job's status follows the cutover's at its next reconcile.
+    let jobs: Api<SessionJob> = Api::namespaced(client.clone(), &namespace);
+    wait::until(
+        &format!("{OLD} to be {want_phase:?}"),
+        STEP_TIMEOUT,
+        || async {
+            let old = jobs
+                .get(OLD)
+                .await
+                .map_err(Error::kube("reading the old job"))?;
+            let phase = old.status.and_then(|s| s.phase);
+            if phase == Some(want_phase) {
+                Ok(Some(()))
+            } else {
+                Err(other(format!("{OLD} is {phase:?}")))
+            }
+        },
+    )
+    .await?;
     // The production topic: the old job's records before the flip, the new job's after (after a
     // rollback: the old job's only).
     progress("reading the production topic until its final sessions equal the oracle's");
