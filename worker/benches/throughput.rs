@@ -245,6 +245,8 @@ async fn run_job(
     // Generous: a slow run should still finish and report its figure.
     let deadline = Duration::from_secs(120 + total / 1_000);
     let mut compared_at = 0u64;
+    let mut consumed_at: Option<f64> = None;
+    let client = reqwest::Client::new();
     loop {
         if started.elapsed() > deadline {
             let got = without_sentinels(state.final_sessions());
@@ -258,6 +260,9 @@ async fn run_job(
             worker
                 .ensure_running()
                 .map_err(|e| format!("{e} (logs in {})", job_dir.display()))?;
+        }
+        if consumed_at.is_none() && accepted(&client, &workers).await >= total {
+            consumed_at = Some(started.elapsed().as_secs_f64());
         }
         // Blocks in Kafka's poll until records arrive (or 200 ms pass).
         sink.drain(Duration::from_millis(200), 200_000, |p| state.add(p));
@@ -278,8 +283,32 @@ async fn run_job(
     Ok(Measured {
         seconds,
         cpu_seconds: Some(cpu),
-        note: format!("{} sink records, {} sessions", state.records, want.len()),
+        note: format!(
+            "{} sink records, {} sessions, input accepted after {}",
+            state.records,
+            want.len(),
+            consumed_at.map_or_else(|| String::from("?"), |s| format!("{s:.2}s"))
+        ),
     })
+}
+
+/// Input records the workers have accepted so far (their `/status` counters).
+async fn accepted(client: &reqwest::Client, workers: &[(ManagedProcess, u16)]) -> u64 {
+    let mut sum = 0;
+    for (_, port) in workers {
+        let url = format!("http://127.0.0.1:{port}/status");
+        let Ok(response) = client.get(url).send().await else {
+            return 0;
+        };
+        let Ok(status) = response.json::<serde_json::Value>().await else {
+            return 0;
+        };
+        sum += status
+            .pointer("/stream/counters/records")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+    }
+    sum
 }
 
 async fn create_topics(bootstrap: &str, topics: &[String]) -> Result<(), String> {

@@ -11,9 +11,10 @@
 //! The runtime opens it at `<data dir>/history` (one file, `history.redb`, inside). Each record is
 //! kept with its expiry time (Unix milliseconds); expired records read as absent, and are purged
 //! through a `(expires_at, key)` index a bounded number at a time: on every write, and by
-//! [`EmbeddedStore::purge_expired`] / [`EmbeddedStore::spawn_purger`]. Every write is durable
-//! (fsync) before its call returns; writes that arrive together share one commit
-//! ([`super::embedded_writer`]).
+//! [`EmbeddedStore::purge_expired`] / [`EmbeddedStore::spawn_purger`]. A write is committed when
+//! its call returns (writes that arrive together share one commit, [`super::embedded_writer`])
+//! and durable after the next [`HistoryStore::sync`], which the stream loop calls before it
+//! commits source offsets: one fsync per commit interval, not one per write.
 //!
 //! This module must never keep a record without an expiry, block the async runtime on disk I/O
 //! (every call runs on the blocking pool), or purge without a bound per call.
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::Codec;
-use super::embedded_writer::{Change, Write, Writer};
+use super::embedded_writer::{Change, Job, Write, Writer};
 use super::metrics::{Op, StoreMetrics};
 use super::{HistoryError, HistoryStore};
 
@@ -474,10 +475,30 @@ impl HistoryStore for EmbeddedStore {
         let now_ms = self.inner.clock.now_ms();
         self.write(Op::delete, key, Change::Delete, now_ms).await
     }
+
+    async fn sync(&self) -> Result<(), HistoryError> {
+        let started = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner.writer.submit(Job::Sync(reply));
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(HistoryError::Unavailable {
+                attempts: 1,
+                message: String::from("embedded history store: the writer dropped a sync"),
+            })
+        });
+        self.inner
+            .metrics
+            .observe_latency(Op::sync, started.elapsed());
+        if let Err(error) = &result {
+            self.inner.metrics.failed(Op::sync, error);
+        }
+        result
+    }
 }
 
 impl EmbeddedStore {
-    /// Queues one change for the writer thread and waits until it is durable.
+    /// Queues one change for the writer thread and waits until it is committed (durable at the
+    /// next [`HistoryStore::sync`]).
     async fn write(
         &self,
         op: Op,
@@ -487,12 +508,12 @@ impl EmbeddedStore {
     ) -> Result<(), HistoryError> {
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner.writer.submit(Write {
+        self.inner.writer.submit(Job::Write(Write {
             key: key.to_owned(),
             change,
             now_ms,
             reply,
-        });
+        }));
         let result = answer.await.unwrap_or_else(|_| {
             Err(HistoryError::Unavailable {
                 attempts: 1,

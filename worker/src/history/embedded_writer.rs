@@ -1,17 +1,23 @@
 //! Group commit for the embedded store: one thread owns every write transaction and commits all
-//! the writes that queued up while the previous commit was syncing, in one transaction with one
-//! fsync. Under load a commit carries hundreds of writes, so the fsync — not the work — stops
-//! being what limits the store; an idle store still commits each write at once.
+//! the writes that queued up while the previous commit was running, in one transaction. Under
+//! load a commit carries hundreds of writes; an idle store still commits each write at once.
 //!
-//! Every caller gets its own answer, and only after the transaction holding its write is durable.
-//! The writer must never reorder writes to the same key (the queue is FIFO and applied in order)
-//! and never leave a caller without an answer (a failed commit fails every write it carried).
+//! Commits are not synced to disk one by one: a write is applied (every later read sees it) when
+//! its caller gets its answer, and durable after the next [`Job::Sync`], which commits with an
+//! fsync. The stream loop syncs before it commits source offsets and before a checkpoint
+//! ([`super::WriteBehind::flush`]), so a crash can only lose writes whose input is replayed —
+//! and the worker pays one fsync per commit interval instead of one per group.
+//!
+//! Every caller gets its own answer, and only after the transaction holding its write (or, for a
+//! sync, every earlier write) is committed. The writer must never reorder writes to the same key
+//! (the queue is FIFO and applied in order), never leave a caller without an answer (a failed
+//! commit fails every job it carried), and never stop with unsynced commits.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
-use redb::Database;
+use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
 use super::HistoryError;
@@ -46,9 +52,18 @@ pub enum Change {
     Delete,
 }
 
-/// The writer thread and the queue into it; dropping it drains the queue and joins the thread.
+/// What the writer thread is asked to do.
+pub enum Job {
+    /// Apply one write.
+    Write(Write),
+    /// Make every write applied so far durable; answers once it is.
+    Sync(oneshot::Sender<Result<(), HistoryError>>),
+}
+
+/// The writer thread and the queue into it; dropping it drains the queue, syncs and joins the
+/// thread.
 pub struct Writer {
-    queue: Option<Sender<Write>>,
+    queue: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -65,14 +80,21 @@ impl Writer {
         })
     }
 
-    /// Queues `write`; its `reply` answers once it is durable (or failed).
-    pub fn submit(&self, write: Write) {
-        let Some(queue) = &self.queue else { return };
-        if let Err(std::sync::mpsc::SendError(write)) = queue.send(write) {
-            let _ = write.reply.send(Err(HistoryError::Unavailable {
+    /// Queues `job`; its reply answers once it is committed (a write) or durable (a sync), or
+    /// failed.
+    pub fn submit(&self, job: Job) {
+        let stopped = || {
+            Err(HistoryError::Unavailable {
                 attempts: 1,
                 message: String::from("embedded history store: the writer thread has stopped"),
-            }));
+            })
+        };
+        let Some(queue) = &self.queue else {
+            job.answer(stopped());
+            return;
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = queue.send(job) {
+            job.answer(stopped());
         }
     }
 }
@@ -87,32 +109,65 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, receiver: &Receiver<Write>, metrics: &StoreMetrics) {
+impl Job {
+    fn answer(self, result: Result<(), HistoryError>) {
+        let reply = match self {
+            Job::Write(write) => write.reply,
+            Job::Sync(reply) => reply,
+        };
+        let _ = reply.send(result);
+    }
+}
+
+fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
+    // Whether a commit since the last sync is not durable yet.
+    let mut unsynced = false;
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match receiver.try_recv() {
-                Ok(write) => group.push(write),
+                Ok(job) => group.push(job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let result = commit(db, &group).map_err(storage("writing"));
+        let writes: Vec<&Write> = group
+            .iter()
+            .filter_map(|job| match job {
+                Job::Write(write) => Some(write),
+                Job::Sync(_) => None,
+            })
+            .collect();
+        let sync = writes.len() < group.len();
+        let result = if writes.is_empty() && !unsynced {
+            // Only syncs, and nothing to make durable.
+            Ok(0)
+        } else {
+            let durability = if sync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            commit(db, &writes, durability).map_err(storage("writing"))
+        };
         match result {
             Ok(purged) => {
+                unsynced = !sync;
                 metrics.purged(purged as u64);
-                for write in group {
+                for write in &writes {
                     match &write.change {
                         Change::Put { stored, .. } => metrics.written(stored.len()),
                         Change::Delete => metrics.deleted(),
                     }
-                    let _ = write.reply.send(Ok(()));
+                }
+                for job in group {
+                    job.answer(Ok(()));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, writes = group.len(), "embedded history commit failed");
+                tracing::error!(%error, jobs = group.len(), "embedded history commit failed");
                 let message = error.to_string();
-                for write in group {
-                    let _ = write.reply.send(Err(HistoryError::Unavailable {
+                for job in group {
+                    job.answer(Err(HistoryError::Unavailable {
                         attempts: 1,
                         message: message.clone(),
                     }));
@@ -120,12 +175,17 @@ fn run(db: &Database, receiver: &Receiver<Write>, metrics: &StoreMetrics) {
             }
         }
     }
+    // The queue is closed: the store is being dropped. Leave nothing unsynced behind.
+    if unsynced && let Err(error) = commit(db, &[], Durability::Immediate) {
+        tracing::error!(%error, "syncing the embedded history store at close failed");
+    }
 }
 
-/// Applies `group` in order in one durable transaction; returns how many expired records it
-/// purged on the way (at most [`PURGE_PER_WRITE`] per write).
-fn commit(db: &Database, group: &[Write]) -> Result<usize, redb::Error> {
-    let txn = db.begin_write()?;
+/// Applies `group` in order in one transaction, committed with `durability`; returns how many
+/// expired records it purged on the way (at most [`PURGE_PER_WRITE`] per write).
+fn commit(db: &Database, group: &[&Write], durability: Durability) -> Result<usize, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability)?;
     let purged = {
         let mut records = txn.open_table(RECORDS)?;
         let mut expiry = txn.open_table(EXPIRY)?;

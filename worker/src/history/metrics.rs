@@ -33,6 +33,8 @@ pub enum Op {
     put,
     /// A removal.
     delete,
+    /// Making the writes so far durable (the embedded store's fsync).
+    sync,
 }
 
 /// Why an operation failed for good, as the `kind` label spells it.

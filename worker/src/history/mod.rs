@@ -87,4 +87,12 @@ pub trait HistoryStore: Send + Sync {
 
     /// Removes `key` (no error if absent).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), HistoryError>> + Send;
+
+    /// Makes every write that has returned durable: it survives a crash of the process or the
+    /// machine from then on. Before it, a write is visible to reads but may be lost in a crash;
+    /// the stream loop calls it before committing source offsets, so what a crash loses is
+    /// replayed. Backends whose writes are durable when they return keep this default.
+    fn sync(&self) -> impl Future<Output = Result<(), HistoryError>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -101,6 +101,13 @@ impl HistoryStore for History {
             Self::Embedded(store) => store.delete(key).await,
         }
     }
+
+    async fn sync(&self) -> Result<(), HistoryError> {
+        match self {
+            Self::Aerospike(store) => store.sync().await,
+            Self::Embedded(store) => store.sync().await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,14 +100,21 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
         *self.shared.busy.borrow()
     }
 
-    /// Waits until every change queued before the call is stored; fails if a write failed for
-    /// good.
+    /// Waits until every change queued before the call is stored and durable
+    /// ([`HistoryStore::sync`]); fails if a write (or the sync) failed for good.
     pub async fn flush(&self) -> Result<(), HistoryError> {
         let mut busy = self.shared.busy.subscribe();
         // Keys queued later may keep `busy` above 0 for a while; that only makes this wait
         // longer, never shorter.
         let _ = busy.wait_for(|n| *n == 0).await;
-        self.check()
+        self.check()?;
+        if let Err(error) = self.shared.store.sync().await {
+            let mut state = self.lock();
+            tracing::error!(%error, "syncing the history store failed; the worker stops");
+            state.fatal.get_or_insert(error.clone());
+            return Err(error);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -236,6 +243,10 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
     async fn delete(&self, key: &str) -> Result<(), HistoryError> {
         self.queue(key, Change::Delete).await
     }
+
+    async fn sync(&self) -> Result<(), HistoryError> {
+        self.flush().await
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +266,8 @@ mod tests {
         inner: MemoryHistory,
         gate: Arc<Gate>,
         writes: Arc<AtomicU32>,
+        /// Writes stored when `sync` was last called, per call.
+        syncs: Arc<Mutex<Vec<u32>>>,
         fail_with: Arc<Mutex<Option<HistoryError>>>,
     }
 
@@ -264,6 +277,7 @@ mod tests {
                 inner: MemoryHistory::default(),
                 gate: Arc::new(Gate::new(0)),
                 writes: Arc::default(),
+                syncs: Arc::default(),
                 fail_with: Arc::default(),
             }
         }
@@ -294,6 +308,28 @@ mod tests {
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.inner.delete(key).await
         }
+
+        async fn sync(&self) -> Result<(), HistoryError> {
+            let writes = self.writes.load(Ordering::SeqCst);
+            self.syncs.lock().unwrap().push(writes);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_syncs_the_store_after_the_last_queued_write() {
+        let store = Gated::default();
+        let history = WriteBehind::new(store.clone());
+        for n in 0..5 {
+            history.put(&format!("k{n}"), b"v", TTL).await.unwrap();
+        }
+        store.open(5);
+        history.flush().await.unwrap();
+        assert_eq!(
+            *store.syncs.lock().unwrap(),
+            vec![5],
+            "one sync, after all 5 writes"
+        );
     }
 
     #[tokio::test]

@@ -62,7 +62,8 @@ pub fn create_consumer(config: &WorkerConfig) -> Result<StreamConsumer, StreamEr
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         // Larger fetches: fewer round trips at high throughput.
-        .set("fetch.min.bytes", "65536")
+        .set("fetch.min.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "4194304")
         .set("fetch.wait.max.ms", "100")
         .set("queued.min.messages", "100000")
         // Bounds the prefetch buffer per partition (librdkafka's default is 64 MiB).

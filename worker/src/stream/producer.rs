@@ -54,7 +54,8 @@ pub fn create_producer(config: &WorkerConfig) -> Result<FutureProducer, StreamEr
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "500000");
     client
