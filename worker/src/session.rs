@@ -248,11 +248,11 @@ pub fn session_id(key: &str, first_time: i64, first_event: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(key.as_bytes());
     hasher.update([0u8]);
-    hasher.update(first_time.to_string().as_bytes());
+    hasher.update(itoa::Buffer::new().format(first_time).as_bytes());
     hasher.update([0u8]);
     hasher.update(first_event.as_bytes());
     let digest = hasher.finalize();
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// The output record for one session version (JSON, camelCase), keyed by the session key.
@@ -381,6 +381,16 @@ mod tests {
             r#"{{"eventId":"{id}","userId":"u","timestamp":{t},"type":"pageview"{extra}}}"#
         );
         decode(raw.as_bytes(), &FieldNames::default()).unwrap()
+    }
+
+    #[test]
+    fn session_ids_are_pinned_sha256_prefixes() {
+        // Downstream stores records by these ids: they must never change between releases.
+        assert_eq!(
+            session_id("user-1", 1_700_000_000_000, "e1"),
+            "ead07321c7915ca98e03d81eb96eb229"
+        );
+        assert_eq!(session_id("u", -5, "x"), "f9bd4a22047274897fc768773042e39c");
     }
 
     #[test]

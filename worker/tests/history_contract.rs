@@ -275,6 +275,29 @@ mod cases {
         f.store().delete(&f.key("never-written")).await.unwrap();
     }
 
+    pub async fn get_many_answers_each_key_in_order(f: &impl Fixture) {
+        let keys: Vec<String> = (0..300).map(|n| f.key(&format!("many-{n}"))).collect();
+        for (n, key) in keys.iter().enumerate() {
+            if n % 3 != 0 {
+                f.store()
+                    .put(key, n.to_string().as_bytes(), HOUR)
+                    .await
+                    .unwrap();
+            }
+        }
+        f.store().delete(&keys[1]).await.unwrap();
+        let (hits, misses) = (f.metrics().reads(true), f.metrics().reads(false));
+        let got = f.store().get_many(&keys).await.unwrap();
+        assert_eq!(got.len(), keys.len());
+        for (n, value) in got.iter().enumerate() {
+            let want = (n % 3 != 0 && n != 1).then(|| n.to_string().into_bytes());
+            assert_eq!(value, &want, "key {n}");
+        }
+        assert_eq!(f.metrics().reads(true), hits + 199);
+        assert_eq!(f.metrics().reads(false), misses + 101);
+        assert!(f.store().get_many(&[]).await.unwrap().is_empty());
+    }
+
     pub async fn a_missing_key_is_none_and_a_miss(f: &impl Fixture) {
         let misses = f.metrics().reads(false);
         assert_eq!(f.store().get(&f.key("missing")).await.unwrap(), None);
@@ -369,6 +392,7 @@ macro_rules! contract {
             contract!(@case $fixture, overwrite_replaces_the_value);
             contract!(@case $fixture, delete_removes_and_tolerates_absence);
             contract!(@case $fixture, a_missing_key_is_none_and_a_miss);
+            contract!(@case $fixture, get_many_answers_each_key_in_order);
             contract!(@case $fixture, records_expire_after_their_ttl);
             contract!(@case $fixture, large_values_are_compressed);
             contract!(@case $fixture, foreign_values_are_corrupt);

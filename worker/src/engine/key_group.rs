@@ -7,9 +7,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-
 use sessionizer_crds::session_job::SinkMode;
 use tracing::{debug, warn};
 
@@ -20,8 +17,8 @@ use crate::event::{Event, Malformed, decode, page_number_too_high};
 use crate::history::{HistoryError, HistoryStore};
 use crate::session::{HistoryValue, Session, SessionRecord};
 
-/// History reads one tick keeps in flight.
-const PREFETCH_CONCURRENCY: usize = 64;
+/// Keys per history read of a prefetch.
+const PREFETCH_BATCH: usize = 256;
 
 /// The engine of one key group.
 pub struct KeyGroup<H> {
@@ -277,7 +274,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The closed sessions of `keys` (those without a pending buffer), read from history
-    /// [`PREFETCH_CONCURRENCY`] at a time.
+    /// [`PREFETCH_BATCH`] keys per [`HistoryStore::get_many`].
     async fn prefetch(
         &self,
         keys: &[String],
@@ -287,21 +284,14 @@ impl<H: HistoryStore> KeyGroup<H> {
             .iter()
             .filter(|key| !self.state.pending.contains_key(*key))
             .collect();
-        for chunk in wanted.chunks(PREFETCH_CONCURRENCY) {
-            let mut reads = FuturesUnordered::new();
-            for key in chunk {
-                reads.push(self.read_keyed(key));
-            }
-            while let Some(read) = reads.next().await {
-                let (key, sessions) = read?;
-                found.insert(key, sessions);
+        for chunk in wanted.chunks(PREFETCH_BATCH) {
+            let history_keys: Vec<String> = chunk.iter().map(|key| self.history_key(key)).collect();
+            let values = self.history.get_many(&history_keys).await?;
+            for ((key, history_key), value) in chunk.iter().zip(history_keys).zip(values) {
+                found.insert((*key).clone(), decode_history(history_key, value)?);
             }
         }
         Ok(found)
-    }
-
-    async fn read_keyed(&self, key: &str) -> Result<(String, Vec<Session>), EngineError> {
-        Ok((key.to_owned(), self.read_history(key).await?))
     }
 
     /// Emits every pending late update now, whatever its due time. A checkpoint calls it
@@ -564,15 +554,8 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// The key's history value.
     async fn read_history(&self, key: &str) -> Result<Vec<Session>, EngineError> {
         let history_key = self.history_key(key);
-        match self.history.get(&history_key).await? {
-            None => Ok(Vec::new()),
-            Some(bytes) => HistoryValue::decode(&bytes).map_err(|e| {
-                EngineError::History(HistoryError::Corrupt {
-                    key: history_key,
-                    message: e.to_string(),
-                })
-            }),
-        }
+        let value = self.history.get(&history_key).await?;
+        decode_history(history_key, value)
     }
 
     async fn write_history(&self, key: &str, sessions: &[Session]) -> Result<(), EngineError> {
@@ -622,6 +605,22 @@ impl<H: HistoryStore> KeyGroup<H> {
         meta.open_bytes = sessions.iter().map(Session::bytes).sum();
         self.state.timers.insert((deadline, key.to_owned()));
         self.state.open.insert(key.to_owned(), sessions);
+    }
+}
+
+/// The sessions a history value holds (none for an absent value).
+fn decode_history(
+    history_key: String,
+    value: Option<Vec<u8>>,
+) -> Result<Vec<Session>, EngineError> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(bytes) => HistoryValue::decode(&bytes).map_err(|e| {
+            EngineError::History(HistoryError::Corrupt {
+                key: history_key,
+                message: e.to_string(),
+            })
+        }),
     }
 }
 

@@ -428,37 +428,49 @@ fn expiry_of(now_ms: u64, ttl: Duration) -> u64 {
     now_ms.saturating_add(ttl_ms)
 }
 
+/// Reads `keys` in one read transaction: what `get` answers for each.
+fn read_many(inner: &Inner, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
+    let now = inner.clock.now_ms();
+    let txn = inner
+        .db
+        .begin_read()
+        .map_err(|e| storage("reading")(e.into()))?;
+    let table = txn
+        .open_table(RECORDS)
+        .map_err(|e| storage("reading")(e.into()))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let row = table
+            .get(key.as_str())
+            .map_err(|e| storage("reading")(e.into()))?;
+        let found = row.and_then(|row| {
+            let row = row.value();
+            match split_row(row) {
+                Some((at, stored)) if at > now => Some(inner.codec.decode(key, stored)),
+                Some(_) => None,
+                // Shorter than an expiry.
+                None => Some(inner.codec.decode(key, row)),
+            }
+        });
+        inner.metrics.read(found.is_some());
+        out.push(found.transpose()?);
+    }
+    Ok(out)
+}
+
 impl HistoryStore for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HistoryError> {
-        let key = key.to_owned();
-        self.blocking(Op::get, move |inner| {
-            let now = inner.clock.now_ms();
-            let read = || -> Result<Option<(u64, Vec<u8>)>, redb::Error> {
-                let txn = inner.db.begin_read()?;
-                let table = txn.open_table(RECORDS)?;
-                let row = table.get(key.as_str())?;
-                Ok(row.map(|row| {
-                    let row = row.value();
-                    match split_row(row) {
-                        Some((at, stored)) => (at, stored.to_vec()),
-                        // Shorter than an expiry: surfaces as corrupt below.
-                        None => (u64::MAX, row.to_vec()),
-                    }
-                }))
-            };
-            match read().map_err(storage("reading"))? {
-                Some((at, stored)) if at > now => {
-                    let value = inner.codec.decode(&key, &stored)?;
-                    inner.metrics.read(true);
-                    Ok(Some(value))
-                }
-                _ => {
-                    inner.metrics.read(false);
-                    Ok(None)
-                }
-            }
-        })
-        .await
+        let keys = vec![key.to_owned()];
+        let mut found = self
+            .blocking(Op::get, move |inner| read_many(inner, &keys))
+            .await?;
+        Ok(found.pop().flatten())
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
+        let keys = keys.to_vec();
+        self.blocking(Op::get, move |inner| read_many(inner, &keys))
+            .await
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {

@@ -32,6 +32,10 @@ pub use self::open::History;
 pub use self::retry::RetryPolicy;
 pub use self::write_behind::WriteBehind;
 
+/// Reads the default [`HistoryStore::get_many`] keeps in flight (well below a client's
+/// connection pool).
+pub const GET_MANY_CONCURRENCY: usize = 64;
+
 /// Why a history-store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -87,6 +91,19 @@ pub trait HistoryStore: Send + Sync {
 
     /// Removes `key` (no error if absent).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), HistoryError>> + Send;
+
+    /// The values of `keys`, in order, as [`Self::get`] would answer each. The default reads
+    /// [`GET_MANY_CONCURRENCY`] at a time; a backend that can read several keys in one step
+    /// (one blocking task, one transaction) overrides it.
+    fn get_many(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, HistoryError>> + Send {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(keys.iter().map(|key| self.get(key)))
+            .buffered(GET_MANY_CONCURRENCY)
+            .try_collect()
+    }
 
     /// Makes every write that has returned durable: it survives a crash of the process or the
     /// machine from then on. Before it, a write is visible to reads but may be lost in a crash;

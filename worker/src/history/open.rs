@@ -102,6 +102,13 @@ impl HistoryStore for History {
         }
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
+        match self {
+            Self::Aerospike(store) => store.get_many(keys).await,
+            Self::Embedded(store) => store.get_many(keys).await,
+        }
+    }
+
     async fn sync(&self) -> Result<(), HistoryError> {
         match self {
             Self::Aerospike(store) => store.sync().await,

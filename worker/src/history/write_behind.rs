@@ -236,6 +236,38 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
         self.shared.store.get(key).await
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
+        let mut found: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        {
+            let state = self.lock();
+            if let Some(error) = &state.fatal {
+                return Err(error.clone());
+            }
+            for key in keys {
+                found.push(state.keys.get(key).map(|entry| match &entry.latest {
+                    Change::Put(value, _) => Some(value.to_vec()),
+                    Change::Delete => None,
+                }));
+                if found.last().is_some_and(Option::is_none) {
+                    missing.push(key.clone());
+                }
+            }
+        }
+        let mut stored = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.shared.store.get_many(&missing).await?
+        }
+        .into_iter();
+        // A key queued since the lock was released was read from the store; the store's older
+        // value is still what `get` would have answered at the time of the call.
+        Ok(found
+            .into_iter()
+            .map(|queued| queued.unwrap_or_else(|| stored.next().flatten()))
+            .collect())
+    }
+
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
         self.queue(key, Change::Put(Arc::from(value), ttl)).await
     }
@@ -314,6 +346,31 @@ mod tests {
             self.syncs.lock().unwrap().push(writes);
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn get_many_sees_queued_writes_over_stored_values() {
+        let store = Gated::default();
+        let history = WriteBehind::new(store.clone());
+        store.open(3);
+        for key in ["a", "b", "c"] {
+            history.put(key, b"stored", TTL).await.unwrap();
+        }
+        history.flush().await.unwrap();
+        history.put("a", b"queued", TTL).await.unwrap();
+        history.delete("b").await.unwrap();
+        let keys = ["a", "b", "c", "d"].map(String::from);
+        assert_eq!(
+            history.get_many(&keys).await.unwrap(),
+            vec![
+                Some(b"queued".to_vec()),
+                None,
+                Some(b"stored".to_vec()),
+                None
+            ]
+        );
+        store.open(10);
+        history.flush().await.unwrap();
     }
 
     #[tokio::test]
