@@ -358,6 +358,9 @@ impl<H: HistoryStore> KeyGroup<H> {
             debug!(%key, bytes = touched_bytes, "session reached maxSessionBytes; rejecting an event");
             return Ok(());
         }
+        if !late && self.add_in_place(&key, &event) {
+            return Ok(());
+        }
 
         let mut open = self.take_open(&key);
         let mut merged = Session::from_event(&event);
@@ -417,6 +420,48 @@ impl<H: HistoryStore> KeyGroup<H> {
         );
         pending.sessions = closed;
         Ok(())
+    }
+
+    /// The common case of an on-time event, done without building a session for it: the event
+    /// lands in exactly one open session of its key and does not bridge it to another, so that
+    /// session grows in place and the key's timer moves only if its deadline does. Returns
+    /// `false`, changing nothing, when the general merge in [`Self::accept`] is needed.
+    fn add_in_place(&mut self, key: &str, event: &Event) -> bool {
+        let gap = self.config.gap_ms;
+        let state = &mut self.state;
+        let (Some(open), Some(meta)) = (state.open.get_mut(key), state.meta.get_mut(key)) else {
+            return false;
+        };
+        let mut touching = open
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.touches(event.time, gap))
+            .map(|(i, _)| i);
+        let (Some(i), None) = (touching.next(), touching.next()) else {
+            return false;
+        };
+        // With the event, the session spans this; would it then reach another open session?
+        let start = open[i].start().min(event.time);
+        let end = open[i].end().max(event.time);
+        let bridges = open.iter().enumerate().any(|(j, s)| {
+            j != i && s.start() <= end.saturating_add(gap) && start <= s.end().saturating_add(gap)
+        });
+        if bridges {
+            return false;
+        }
+        open[i].add(event);
+        meta.open_bytes += event.bytes;
+        let deadline = open
+            .iter()
+            .map(|s| s.end().saturating_add(gap))
+            .min()
+            .unwrap_or(meta.deadline);
+        if deadline != meta.deadline {
+            state.timers.remove(&(meta.deadline, key.to_owned()));
+            state.timers.insert((deadline, key.to_owned()));
+            meta.deadline = deadline;
+        }
+        true
     }
 
     /// Closes the open sessions of `key` that are due at `watermark` (all when `None`);
