@@ -79,7 +79,7 @@ async fn bench(n: u64) {
 
     let store = EmbeddedStore::open(
         &dir.path().join("history"),
-        Codec::zstd(3),
+        Codec::uncompressed(),
         HistoryMetrics::unregistered().for_backend(BackendLabel::embedded),
     )
     .unwrap();

@@ -759,6 +759,7 @@ mod tests {
             fields: FieldNames::default(),
             sink: SinkMode::Production,
             max_future_ms: None,
+            history_codec: crate::history::Codec::zstd(3),
         }
     }
 

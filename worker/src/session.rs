@@ -340,9 +340,10 @@ pub fn final_sessions<'a>(
     latest
 }
 
-/// The history value stored under `<namespace>/<job>/<session key>`: that key's closed sessions
-/// that late events can still reach (`end + gap + allowedLateness ≥ watermark`), JSON-encoded
-/// (the backend compresses) as
+/// Format 1 of the history value stored under `<namespace>/<job>/<key group>/<session key>`,
+/// still read (and rewritten in format 2, [`crate::engine::closed`], at the key's next write):
+/// that key's closed sessions that late events can still reach
+/// (`end + gap + allowedLateness ≥ watermark`), JSON-encoded (the backend compressed it) as
 /// `{"v":1,"sessions":[{"key":…,"events":{"<eventId>":{"t":<ms>,"k":"p"|"a","b":<bytes>}},
 /// "attributes":{"<name>":{"v":<value>,"t":<ms>,"e":"<eventId>"}},"emitted_ids":[…]}]}`.
 /// The event ids double as the dedup window for late events. Every write carries the history TTL.

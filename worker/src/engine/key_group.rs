@@ -10,12 +10,13 @@ use std::time::Instant;
 use sessionizer_crds::session_job::SinkMode;
 use tracing::{debug, warn};
 
+use super::closed::ClosedSessions;
 use super::late::PendingKey;
 use super::watermark::PartitionWatermark;
 use super::{EngineConfig, EngineError, KeyGroupState, Output, Quarantine};
 use crate::event::{Event, Malformed, decode, page_number_too_high};
-use crate::history::{HistoryError, HistoryStore};
-use crate::session::{HistoryValue, Session, SessionRecord};
+use crate::history::HistoryStore;
+use crate::session::{Session, SessionRecord};
 
 /// Keys per history read of a prefetch.
 const PREFETCH_BATCH: usize = 256;
@@ -29,7 +30,7 @@ pub struct KeyGroup<H> {
     /// so the first tick looks), so ticks without due flushes skip the pending buffers.
     next_flush_ms: i64,
     /// History of keys read ahead for the current batch ([`Self::prefetch_late`]).
-    prefetched: HashMap<String, Vec<Session>>,
+    prefetched: HashMap<String, ClosedSessions>,
 }
 
 impl<H: HistoryStore> KeyGroup<H> {
@@ -278,7 +279,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     async fn prefetch(
         &self,
         keys: &[String],
-    ) -> Result<HashMap<String, Vec<Session>>, EngineError> {
+    ) -> Result<HashMap<String, ClosedSessions>, EngineError> {
         let mut found = HashMap::with_capacity(keys.len());
         let wanted: Vec<&String> = keys
             .iter()
@@ -288,7 +289,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             let history_keys: Vec<String> = chunk.iter().map(|key| self.history_key(key)).collect();
             let values = self.history.get_many(&history_keys).await?;
             for ((key, history_key), value) in chunk.iter().zip(history_keys).zip(values) {
-                found.insert((*key).clone(), decode_history(history_key, value)?);
+                found.insert((*key).clone(), decode_history(&history_key, value)?);
             }
         }
         Ok(found)
@@ -336,20 +337,20 @@ impl<H: HistoryStore> KeyGroup<H> {
         let mut closed = if late {
             self.closed_view(&key).await?
         } else {
-            Vec::new()
+            ClosedSessions::default()
         };
         let open = self.state.open.get(&key).map(Vec::as_slice).unwrap_or(&[]);
         let seen = |s: &Session| s.events.contains_key(&event.id);
-        if open.iter().any(seen) || closed.iter().any(seen) {
+        if open.iter().any(seen) || closed.contains_event(&key, &event.id, event.time)? {
             self.state.counters.duplicates += 1;
             return Ok(());
         }
         let touched_bytes: u64 = open
             .iter()
-            .chain(closed.iter())
             .filter(|s| s.touches(event.time, gap))
             .map(Session::bytes)
-            .sum();
+            .sum::<u64>()
+            + closed.touching_bytes(event.time, gap);
         if touched_bytes >= self.config.max_session_bytes {
             self.state.counters.over_byte_cap += 1;
             if let Some(meta) = self.state.meta.get_mut(&key) {
@@ -374,7 +375,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 touched_open = true;
                 changed = true;
             }
-            for s in drain_touching(&mut closed, &merged, gap) {
+            for s in closed.drain_touching(&key, &merged, gap)? {
                 merged.absorb(s);
                 touched_closed = true;
                 changed = true;
@@ -411,8 +412,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         closed.push(merged);
         // Never drop a session whose update is still waiting in this buffer (an earlier late
         // event's, before the watermark jumped): its tombstones point at it.
-        prune(
-            &mut closed,
+        closed.prune(
             &pending.dirty,
             watermark,
             gap,
@@ -470,7 +470,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         &mut self,
         key: &str,
         watermark: Option<i64>,
-        prefetched: Option<Vec<Session>>,
+        prefetched: Option<ClosedSessions>,
         out: &mut Vec<Output>,
     ) -> Result<(), EngineError> {
         let started = Instant::now();
@@ -493,7 +493,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         for mut merged in due {
             // Normally nothing touches it; after a restart history may hold a newer copy.
             loop {
-                let parts = drain_touching(&mut closed, &merged, gap);
+                let parts = closed.drain_touching(key, &merged, gap)?;
                 if parts.is_empty() {
                     break;
                 }
@@ -531,11 +531,11 @@ impl<H: HistoryStore> KeyGroup<H> {
         if let Some(pending) = self.state.pending.get_mut(key) {
             // The watermark may have jumped past sessions whose late update is not flushed yet;
             // they stay in the buffer until the flush emits them (and writes them to history).
-            prune(&mut closed, &pending.dirty, watermark, gap, lateness);
+            closed.prune(&pending.dirty, watermark, gap, lateness);
             pending.sessions = closed;
         } else {
-            prune(&mut closed, &BTreeSet::new(), watermark, gap, lateness);
-            self.write_history(key, &closed).await?;
+            closed.prune(&BTreeSet::new(), watermark, gap, lateness);
+            self.write_history(key, &mut closed).await?;
         }
         let elapsed = started.elapsed();
         if elapsed > self.config.slow_window_log_threshold {
@@ -554,11 +554,15 @@ impl<H: HistoryStore> KeyGroup<H> {
 
     /// Emits a key's pending late updates and writes its history.
     async fn flush(&mut self, key: &str, out: &mut Vec<Output>) -> Result<(), EngineError> {
-        let Some(pending) = self.state.pending.get(key).cloned() else {
+        let Some(mut pending) = self.state.pending.remove(key) else {
             return Ok(());
         };
         let started = Instant::now();
-        self.write_history(key, &pending.sessions).await?;
+        if let Err(error) = self.write_history(key, &mut pending.sessions).await {
+            // Not flushed: the buffer stays for the next attempt.
+            self.state.pending.insert(key.to_owned(), pending);
+            return Err(error);
+        }
         let elapsed = started.elapsed();
         if elapsed > self.config.slow_window_log_threshold {
             warn!(
@@ -571,8 +575,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 "slow late-update flush"
             );
         }
-        self.state.pending.remove(key);
-        for record in pending.records(key) {
+        for record in pending.records(key)? {
             if record.deleted {
                 self.state.counters.tombstones += 1;
             } else {
@@ -584,7 +587,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The key's closed sessions: its pending buffer if it has one, else its history value.
-    async fn closed_view(&mut self, key: &str) -> Result<Vec<Session>, EngineError> {
+    async fn closed_view(&mut self, key: &str) -> Result<ClosedSessions, EngineError> {
         if let Some(pending) = self.state.pending.get(key) {
             return Ok(pending.sessions.clone());
         }
@@ -597,22 +600,23 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The key's history value.
-    async fn read_history(&self, key: &str) -> Result<Vec<Session>, EngineError> {
+    async fn read_history(&self, key: &str) -> Result<ClosedSessions, EngineError> {
         let history_key = self.history_key(key);
         let value = self.history.get(&history_key).await?;
-        decode_history(history_key, value)
+        decode_history(&history_key, value)
     }
 
-    async fn write_history(&self, key: &str, sessions: &[Session]) -> Result<(), EngineError> {
+    async fn write_history(
+        &self,
+        key: &str,
+        sessions: &mut ClosedSessions,
+    ) -> Result<(), EngineError> {
         let history_key = self.history_key(key);
         if sessions.is_empty() {
             self.history.delete(&history_key).await?;
             return Ok(());
         }
-        let value = HistoryValue::encode(sessions).map_err(|source| EngineError::Encode {
-            key: key.to_owned(),
-            source,
-        })?;
+        let value = sessions.encode(&history_key, &self.config.history_codec)?;
         self.history
             .put(&history_key, &value, self.config.history_ttl)
             .await?;
@@ -655,17 +659,12 @@ impl<H: HistoryStore> KeyGroup<H> {
 
 /// The sessions a history value holds (none for an absent value).
 fn decode_history(
-    history_key: String,
+    history_key: &str,
     value: Option<Vec<u8>>,
-) -> Result<Vec<Session>, EngineError> {
+) -> Result<ClosedSessions, EngineError> {
     match value {
-        None => Ok(Vec::new()),
-        Some(bytes) => HistoryValue::decode(&bytes).map_err(|e| {
-            EngineError::History(HistoryError::Corrupt {
-                key: history_key,
-                message: e.to_string(),
-            })
-        }),
+        None => Ok(ClosedSessions::default()),
+        Some(bytes) => Ok(ClosedSessions::decode(history_key, &bytes)?),
     }
 }
 
@@ -680,25 +679,6 @@ fn drain_touching(sessions: &mut Vec<Session>, session: &Session, gap: i64) -> V
         .partition(|s| s.touches_session(session, gap));
     *sessions = rest;
     touching
-}
-
-/// Drops closed sessions no event can reach any more (`end + gap < watermark − allowedLateness`),
-/// except those whose id is in `dirty`: a pending update not emitted yet must survive until its
-/// flush, or the flush would emit the tombstones pointing at it but never the session itself.
-/// A kept unreachable session is harmless (no event can touch it); it is pruned at the key's
-/// next close or late merge after its flush, or expires with the history TTL.
-fn prune(
-    sessions: &mut Vec<Session>,
-    dirty: &BTreeSet<String>,
-    watermark: Option<i64>,
-    gap: i64,
-    lateness: i64,
-) {
-    if let Some(wm) = watermark {
-        sessions.retain(|s| {
-            s.end().saturating_add(gap).saturating_add(lateness) >= wm || dirty.contains(&s.id())
-        });
-    }
 }
 
 fn quarantine(reason: String, key: Option<String>, raw: &[u8]) -> Output {

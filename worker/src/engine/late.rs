@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::closed::ClosedSessions;
+use crate::history::HistoryError;
 use crate::session::{Session, SessionRecord};
 
 /// A tombstone waiting to be emitted.
@@ -30,7 +32,7 @@ pub struct PendingKey {
     pub due_at: i64,
     /// The key's closed sessions as they will be written to history; while the buffer exists it
     /// replaces the stored history value for this key.
-    pub sessions: Vec<Session>,
+    pub sessions: ClosedSessions,
     /// Ids of sessions whose updated record is to be emitted.
     pub dirty: BTreeSet<String>,
     /// Retired ids whose tombstone is to be emitted.
@@ -39,19 +41,14 @@ pub struct PendingKey {
 
 impl PendingKey {
     /// The records the flush emits: the dirty sessions' current state and the tombstones.
-    pub fn records(&self, key: &str) -> Vec<SessionRecord> {
-        let mut out: Vec<SessionRecord> = self
-            .sessions
-            .iter()
-            .filter(|s| self.dirty.contains(&s.id()))
-            .map(Session::record)
-            .collect();
+    pub fn records(&mut self, key: &str) -> Result<Vec<SessionRecord>, HistoryError> {
+        let mut out = self.sessions.records(key, &self.dirty)?;
         out.extend(
             self.tombstones
                 .iter()
                 .map(|(id, t)| SessionRecord::tombstone(key, id, t.version, &t.merged_into)),
         );
-        out
+        Ok(out)
     }
 
     /// Records that `merged` (already carrying its final id) replaces `retired` ids.

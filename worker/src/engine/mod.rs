@@ -34,6 +34,7 @@
 //!
 //! The engine must never read the wall clock for a decision and never panic on input.
 
+pub mod closed;
 mod key_group;
 mod late;
 #[cfg(test)]
@@ -53,7 +54,7 @@ pub use late::{PendingKey, Tombstone};
 
 use crate::config::WorkerConfig;
 use crate::event::FieldNames;
-use crate::history::HistoryError;
+use crate::history::{Codec, HistoryError};
 use crate::session::{Session, SessionRecord};
 use watermark::Watermark;
 
@@ -88,6 +89,10 @@ pub struct EngineConfig {
     /// upstream would otherwise drag the watermark into the future and turn every later event
     /// into a too-late one); `None` turns the guard off.
     pub max_future_ms: Option<i64>,
+    /// How each closed session is compressed in the history store (`spec.history.compression`;
+    /// see [`closed`]).
+    #[serde(default)]
+    pub history_codec: Codec,
 }
 
 /// Default of [`EngineConfig::max_future_ms`]: one day.
@@ -114,6 +119,7 @@ impl EngineConfig {
             fields: FieldNames::default(),
             sink: SinkMode::default(),
             max_future_ms: Some(DEFAULT_MAX_FUTURE_MS),
+            history_codec: Codec::default(),
         }
     }
 
@@ -134,6 +140,7 @@ impl EngineConfig {
             format!("{}/{}/", config.namespace, config.job),
         );
         engine.sink = config.effective_sink;
+        engine.history_codec = Codec::from_spec(&config.spec.history.compression);
         Ok(engine)
     }
 }

@@ -32,6 +32,7 @@ fn config() -> EngineConfig {
         fields: crate::event::FieldNames::default(),
         sink: SinkMode::Production,
         max_future_ms: None,
+        history_codec: crate::history::Codec::zstd(3),
     }
 }
 
@@ -568,7 +569,10 @@ async fn a_watermark_jump_before_the_flush_keeps_a_pending_merge_when_a_session_
         assert_eq!(merged.event_count, Some(3));
         // History holds what the flush emitted.
         let stored = h.store.get("analytics/pageviews/u").await.unwrap().unwrap();
-        let stored = crate::session::HistoryValue::decode(&stored).unwrap();
+        let stored = super::closed::ClosedSessions::decode("u", &stored)
+            .unwrap()
+            .sessions("u")
+            .unwrap();
         assert!(stored.iter().any(|s| s.record() == *merged));
         let fed: Vec<&[u8]> = inputs
             .iter()

@@ -1,7 +1,8 @@
 //! The production history backend: an external Aerospike cluster reached with the `aerospike`
-//! crate (seed 000). Each session is one record of the job's set with a single blob bin holding
-//! the [`Codec`]-encoded (zstd-compressed on the client) value; every write carries the TTL as
-//! `Expiration::Seconds`, so Aerospike itself forgets closed sessions.
+//! crate (seed 000). Each session key is one record of the job's set with a single blob bin
+//! holding the [`Codec`]-framed value (its sessions zstd-compressed on the client by the engine);
+//! every write carries the TTL as `Expiration::Seconds`, so Aerospike itself forgets closed
+//! sessions.
 //!
 //! Failures are classified here and retried by [`with_retries`]: timeouts, lost connections and
 //! overloaded nodes are transient; stop-writes (`ServerMemError`, result code 8) is retried too and

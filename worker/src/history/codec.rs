@@ -1,13 +1,16 @@
-//! How history values look at rest: a small versioned header followed by the (usually
-//! zstd-compressed) session bytes. Both backends use it, so a value can move between them (and
-//! through a checkpoint) unchanged, and anything that was not written by us — a foreign bin, a
-//! truncated file, a future format — is reported as [`HistoryError::Corrupt`] instead of being
-//! handed to the session engine as garbage.
+//! A small versioned header followed by (usually zstd-compressed) bytes: the frame of every
+//! history value at rest, and of every closed session inside one. Both backends frame values
+//! with it, so a value can move between them (and through a checkpoint) unchanged, and anything
+//! that was not written by us — a foreign bin, a truncated file, a future format — is reported
+//! as [`HistoryError::Corrupt`] instead of being handed to the session engine as garbage.
 //!
-//! Compression happens here, on the client (seed 000: "we decided to do it client side instead to
-//! avoid sending uncompressed data over the network"). Creating a zstd context costs more than
-//! compressing a typical session list, so each thread keeps one compression context (per level)
-//! and one decompression context and reuses them. This module must never do I/O.
+//! Compression happens with it, on the client (seed 000: "we decided to do it client side
+//! instead to avoid sending uncompressed data over the network"): the engine compresses each
+//! closed session once, when it changes ([`crate::engine::closed`]), and the worker's backends
+//! frame the value without compressing it again. Values written before that (one compressed
+//! frame around the whole list) still decode, whatever codec reads them. Creating a zstd context
+//! costs more than compressing a typical session, so each thread keeps one compression context
+//! (per level) and one decompression context and reuses them. This module must never do I/O.
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -29,11 +32,17 @@ pub const MAX_DECODED_LEN: u64 = 256 * 1024 * 1024;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
-/// Encodes and decodes history values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Encodes and decodes history values. The default is zstd level 3 (the CRD's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Codec {
     /// zstd level, or `None` to store values uncompressed (still with the header).
     zstd_level: Option<i32>,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self::zstd(3)
+    }
 }
 
 impl Codec {

@@ -3,8 +3,9 @@
 //! job). One trait, two backends — Aerospike (production) and an embedded store (single machine,
 //! and the "state inside the job" baseline) — chosen by `spec.history.backend`.
 //!
-//! The store deals in opaque bytes: what a session looks like is the session engine's business,
-//! how bytes are kept (compression, TTL, retries) is the backend's. It must never hold a session
+//! The store deals in opaque bytes: what a session looks like — and how it is compressed, one
+//! session at a time — is the session engine's business ([`crate::engine::closed`]); how bytes
+//! are kept (framing, TTL, retries, durability) is the backend's. It must never hold a session
 //! without a TTL (gotcha 2: TTL on every keyed state).
 //!
 //! Layout: [`codec`] (header + zstd), [`retry`] (bounded constant-backoff retries), [`metrics`]

@@ -48,11 +48,14 @@ impl History {
                         "history.backend is Aerospike but history.aerospike is not set",
                     ))
                 })?;
-                let settings = AerospikeSettings::from_spec(
+                let mut settings = AerospikeSettings::from_spec(
                     aerospike,
                     &spec.compression,
                     Credentials::from_env(),
                 )?;
+                // The engine compresses each session itself (`spec.history.compression`, see
+                // `engine::closed`); compressing the value again would only cost CPU.
+                settings.codec = Codec::uncompressed();
                 let store =
                     AerospikeStore::connect(settings, metrics.for_backend(BackendLabel::aerospike))
                         .await?;
@@ -61,7 +64,8 @@ impl History {
             HistoryBackend::Embedded => {
                 let store = EmbeddedStore::open(
                     &data_dir.join(EMBEDDED_DIR),
-                    Codec::from_spec(&spec.compression),
+                    // Compressed by the engine, session by session.
+                    Codec::uncompressed(),
                     metrics.for_backend(BackendLabel::embedded),
                 )?;
                 Ok(Self::Embedded(store))
