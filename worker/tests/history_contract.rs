@@ -527,6 +527,40 @@ async fn dropped_connections_fail_within_the_attempts_and_recover_when_cleared()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_fail_within_the_attempts_and_recover_when_cleared() {
+    let f = faulty(ServerConfig::default()).await;
+    let keys = ["a", "b", "c"].map(String::from);
+    f.store
+        .put("b", b"v", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    server(&f).set_refuse_connections(true);
+    let error = f.store.get_many(&keys).await.unwrap_err();
+    assert!(
+        matches!(error, HistoryError::Unavailable { attempts: 3, .. }),
+        "{error:?}"
+    );
+    assert_eq!(f.metrics.failures(Op::get, FailureKind::unavailable), 1);
+
+    server(&f).set_refuse_connections(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f.store.get_many(&keys).await {
+            Ok(values) => {
+                assert_eq!(values, vec![None, Some(b"v".to_vec()), None]);
+                break;
+            }
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "the store did not recover: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out_and_are_retried() {
     let server_handle = test_server(ServerConfig::default()).await;
     let mut settings = settings(&server_handle.host(), "test");

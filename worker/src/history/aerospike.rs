@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aerospike::{
-    Bin, Client, ClientPolicy, Error as ClientError, ErrorKind, Expiration, Key, ReadPolicy,
-    ResultCode, Value, WritePolicy,
+    BatchOperation, BatchPolicy, BatchReadPolicy, Bin, Bins, Client, ClientPolicy,
+    Error as ClientError, ErrorKind, Expiration, Key, ReadPolicy, Record, ResultCode, Value,
+    WritePolicy,
 };
 use sessionizer_crds::session_job::{AerospikeSpec, CompressionSpec};
 
@@ -207,6 +208,63 @@ impl AerospikeStore {
         policy
     }
 
+    /// The value `record` (a read of `key`, `None` if absent) holds, counted as a hit or miss.
+    fn value_of(&self, key: &str, record: Option<Record>) -> Result<Option<Vec<u8>>, HistoryError> {
+        let Some(mut record) = record else {
+            self.metrics.read(false);
+            return Ok(None);
+        };
+        let value = match record.bins.swap_remove(BIN) {
+            Some(Value::Blob(stored)) => self.settings.codec.decode(key, &stored)?,
+            Some(_) => {
+                return Err(HistoryError::Corrupt {
+                    key: key.to_owned(),
+                    message: format!("bin {BIN} does not hold a blob"),
+                });
+            }
+            None => {
+                return Err(HistoryError::Corrupt {
+                    key: key.to_owned(),
+                    message: format!("the record has no bin {BIN}"),
+                });
+            }
+        };
+        self.metrics.read(true);
+        Ok(Some(value))
+    }
+
+    /// One attempt at reading `as_keys` in one batch command; a row that failed (anything but
+    /// found or not found) fails the attempt.
+    async fn batch_read(
+        &self,
+        as_keys: &[Key],
+        keys: &[String],
+    ) -> Result<Vec<BatchOperation>, AttemptError> {
+        let mut policy = BatchPolicy::default();
+        policy.base_policy = self.read_policy.base_policy.clone();
+        let row_policy = BatchReadPolicy::default();
+        let mut rows: Vec<BatchOperation> = as_keys
+            .iter()
+            .map(|key| BatchOperation::read(&row_policy, key.clone(), Bins::from([BIN])))
+            .collect();
+        self.client
+            .batch(&policy, &mut rows)
+            .await
+            .map_err(|error| classify(error, &keys[0], 0))?;
+        for (row, key) in rows.iter().zip(keys) {
+            match row.result_code() {
+                Some(ResultCode::Ok | ResultCode::KeyNotFoundError) => {}
+                code => {
+                    let error = row
+                        .error()
+                        .map_or_else(|| format!("no answer ({code:?})"), ToString::to_string);
+                    return Err(AttemptError::Transient(format!("reading {key}: {error}")));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
     fn key(&self, key: &str) -> Result<Key, HistoryError> {
         Key::new(
             self.settings.namespace.clone(),
@@ -279,27 +337,30 @@ impl HistoryStore for AerospikeStore {
                 }
             })
             .await?;
-            let Some(mut record) = record else {
-                self.metrics.read(false);
-                return Ok(None);
-            };
-            let value = match record.bins.swap_remove(BIN) {
-                Some(Value::Blob(stored)) => self.settings.codec.decode(key, &stored)?,
-                Some(_) => {
-                    return Err(HistoryError::Corrupt {
-                        key: key.to_owned(),
-                        message: format!("bin {BIN} does not hold a blob"),
-                    });
-                }
-                None => {
-                    return Err(HistoryError::Corrupt {
-                        key: key.to_owned(),
-                        message: format!("the record has no bin {BIN}"),
-                    });
-                }
-            };
-            self.metrics.read(true);
-            Ok(Some(value))
+            self.value_of(key, record)
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        self.timed(Op::get, async {
+            let as_keys = keys
+                .iter()
+                .map(|key| self.key(key))
+                .collect::<Result<Vec<Key>, HistoryError>>()?;
+            let label = format!("{first} and {} more", keys.len() - 1);
+            let mut rows =
+                with_retries(self.settings.retry, &self.metrics, Op::get, &label, || {
+                    self.batch_read(&as_keys, keys)
+                })
+                .await?;
+            rows.iter_mut()
+                .zip(keys)
+                .map(|(row, key)| self.value_of(key, row.take_record()))
+                .collect()
         })
         .await
     }
