@@ -240,8 +240,10 @@ impl AerospikeStore {
         as_keys: &[Key],
         keys: &[String],
     ) -> Result<Vec<BatchOperation>, AttemptError> {
-        let mut policy = BatchPolicy::default();
-        policy.base_policy = self.read_policy.base_policy.clone();
+        let policy = BatchPolicy {
+            base_policy: self.read_policy.base_policy.clone(),
+            ..BatchPolicy::default()
+        };
         let row_policy = BatchReadPolicy::default();
         let mut rows: Vec<BatchOperation> = as_keys
             .iter()
