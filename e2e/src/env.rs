@@ -55,6 +55,32 @@ impl Default for EnvConfig {
     }
 }
 
+impl EnvConfig {
+    /// Kafka alone (worker tests and benchmarks run workers as plain processes).
+    pub fn kafka_only() -> Self {
+        Self::servers(true, false)
+    }
+
+    /// The S3 server alone.
+    pub fn s3_only() -> Self {
+        Self::servers(false, true)
+    }
+
+    /// Kafka and the S3 server, without Kubernetes.
+    pub fn kafka_and_s3() -> Self {
+        Self::servers(true, true)
+    }
+
+    fn servers(kafka: bool, s3: bool) -> Self {
+        Self {
+            kubernetes: false,
+            node_agent: false,
+            kafka,
+            s3,
+        }
+    }
+}
+
 /// A running local environment.
 #[derive(Debug)]
 pub struct Env {

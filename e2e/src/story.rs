@@ -316,7 +316,7 @@ impl Prepared {
             || {
                 let read = read_all(&self.consumer, &mut records);
                 let got = without_sentinels(final_sessions(records.iter()));
-                let verdict = read.map(|()| compare(&got, &self.want));
+                let verdict = read.map(|()| oracle::difference(&got, &self.want));
                 async move {
                     match verdict? {
                         None => Ok(Some(())),
@@ -568,23 +568,4 @@ pub async fn killed_worker_story(
         sessions: prepared.want.len(),
         kills,
     })
-}
-
-/// `None` when equal, else how they differ.
-fn compare(
-    got: &BTreeMap<String, SessionRecord>,
-    want: &BTreeMap<String, SessionRecord>,
-) -> Option<String> {
-    if got == want {
-        return None;
-    }
-    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
-    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
-    let differ = want
-        .iter()
-        .filter(|(k, w)| got.get(*k).is_some_and(|g| g != *w))
-        .count();
-    Some(format!(
-        "{missing} missing, {extra} unexpected, {differ} different"
-    ))
 }

@@ -68,14 +68,7 @@ fn main() {
 }
 
 async fn bench(n: u64, cores: usize) {
-    let env = Env::start(EnvConfig {
-        kubernetes: false,
-        node_agent: false,
-        kafka: true,
-        s3: false,
-    })
-    .await
-    .unwrap();
+    let env = Env::start(EnvConfig::kafka_only()).await.unwrap();
     let kafka = env.kafka().unwrap();
     let bootstrap = kafka.bootstrap.clone();
     let name = unique_name("bench");
@@ -252,7 +245,7 @@ async fn run_job(
             let got = without_sentinels(state.final_sessions());
             return Err(format!(
                 "no match within {deadline:?}: {} (logs in {})",
-                support::difference(&got, want),
+                oracle::difference(&got, want).unwrap_or_default(),
                 job_dir.display()
             ));
         }

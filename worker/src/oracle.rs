@@ -38,6 +38,29 @@ pub struct OracleResult {
     pub over_byte_cap: u64,
 }
 
+/// How the final sessions `got` (read from a sink) differ from `want` (the oracle's), `None`
+/// when they are equal: counts of missing, unexpected and different sessions — what a test or
+/// benchmark reports when a run does not match.
+pub fn difference(
+    got: &BTreeMap<String, SessionRecord>,
+    want: &BTreeMap<String, SessionRecord>,
+) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+    let differ = want
+        .iter()
+        .filter(|(k, w)| got.get(*k).is_some_and(|g| g != *w))
+        .count();
+    Some(format!(
+        "{} sessions, want {}: {missing} missing, {extra} unexpected, {differ} different",
+        got.len(),
+        want.len()
+    ))
+}
+
 /// Sessionizes a complete set of raw events.
 pub fn sessionize<'a>(
     inputs: impl IntoIterator<Item = &'a [u8]>,
@@ -90,4 +113,26 @@ pub fn sessionize<'a>(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, version: u64) -> (String, SessionRecord) {
+        let mut r = SessionRecord::tombstone("u", id, version, "x");
+        r.deleted = false;
+        (id.to_owned(), r)
+    }
+
+    #[test]
+    fn difference_counts_missing_unexpected_and_different_sessions() {
+        let want = BTreeMap::from([record("a", 1), record("b", 1), record("c", 1)]);
+        assert_eq!(difference(&want, &want), None);
+        let got = BTreeMap::from([record("a", 1), record("b", 2), record("d", 1)]);
+        assert_eq!(
+            difference(&got, &want).as_deref(),
+            Some("3 sessions, want 3: 1 missing, 1 unexpected, 1 different")
+        );
+    }
 }

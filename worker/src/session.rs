@@ -356,7 +356,8 @@ pub struct HistoryValue {
 }
 
 impl HistoryValue {
-    /// Encodes the value.
+    /// Encodes a value in format 1 (only tests write it: the engine writes format 2).
+    #[cfg(test)]
     pub fn encode(sessions: &[Session]) -> Result<Vec<u8>, serde_json::Error> {
         #[derive(Serialize)]
         struct Borrowed<'a> {

@@ -41,14 +41,7 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 /// Kafka and S3 for all tests of this file, started on first use in their own runtime.
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        support::start_env(EnvConfig {
-            kubernetes: false,
-            node_agent: false,
-            kafka: true,
-            s3: true,
-        })
-    })
+    ENV.get_or_init(|| support::start_env(EnvConfig::kafka_and_s3()))
 }
 
 /// One job of the test: its topics, configuration, checkpoint store and expected result.
@@ -143,10 +136,9 @@ impl Job {
                 sink.drain(Duration::from_millis(200), 100_000, |p| state.add(p));
                 let got = without_sentinels(state.final_sessions());
                 if result.is_ok() {
-                    result = if got == self.want {
-                        Ok(Some(()))
-                    } else {
-                        Err(support::difference(&got, &self.want))
+                    result = match oracle::difference(&got, &self.want) {
+                        None => Ok(Some(())),
+                        Some(difference) => Err(difference),
                     };
                 }
                 async move { result }

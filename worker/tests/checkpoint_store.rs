@@ -29,14 +29,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let env = Env::start(EnvConfig {
-        kubernetes: false,
-        node_agent: false,
-        kafka: false,
-        s3: true,
-    })
-    .await
-    .unwrap();
+    let env = Env::start(EnvConfig::s3_only()).await.unwrap();
     let s3 = env.s3().unwrap();
     let bucket = unique_name("chk");
     s3.create_bucket(&bucket).await.unwrap();

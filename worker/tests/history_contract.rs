@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aerospike::{Bin, Client, ClientPolicy, Key, Value, WritePolicy};
 use prometheus_client::registry::Registry;
 use sessionizer_e2e::aerospike::{AerospikeTestServer, ResultCode, ServerConfig};
+use sessionizer_e2e::wait;
 use sessionizer_worker::history::aerospike::BIN;
 use sessionizer_worker::history::embedded::{Clock, ManualClock};
 use sessionizer_worker::history::metrics::{BackendLabel, FailureKind, Op, StoreMetrics};
@@ -24,6 +25,8 @@ use sessionizer_worker::history::{
 };
 
 const SET: &str = "sessionizer_contract";
+/// How long a fault test waits for the store to answer again once the fault is cleared.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TTL case may wait for a 1 s record to disappear.
 const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -510,20 +513,12 @@ async fn dropped_connections_fail_within_the_attempts_and_recover_when_cleared()
     );
 
     server(&f).set_refuse_connections(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f.store.get("k").await {
-            Ok(value) => {
-                assert_eq!(value, Some(b"v".to_vec()));
-                break;
-            }
-            Err(error) => assert!(
-                Instant::now() < deadline,
-                "the store did not recover: {error}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let value = wait::until("the store to recover", RECOVERY_TIMEOUT, || async {
+        f.store.get("k").await.map(Some)
+    })
+    .await
+    .unwrap();
+    assert_eq!(value, Some(b"v".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,20 +539,12 @@ async fn batch_reads_fail_within_the_attempts_and_recover_when_cleared() {
     assert_eq!(f.metrics.failures(Op::get, FailureKind::unavailable), 1);
 
     server(&f).set_refuse_connections(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f.store.get_many(&keys).await {
-            Ok(values) => {
-                assert_eq!(values, vec![None, Some(b"v".to_vec()), None]);
-                break;
-            }
-            Err(error) => assert!(
-                Instant::now() < deadline,
-                "the store did not recover: {error}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let values = wait::until("batch reads to recover", RECOVERY_TIMEOUT, || async {
+        f.store.get_many(&keys).await.map(Some)
+    })
+    .await
+    .unwrap();
+    assert_eq!(values, vec![None, Some(b"v".to_vec()), None]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,14 +59,7 @@ async fn wait_for_ttl(client: &Client, set: &str, job: &str, user: &str) -> Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_history_ttl_applies_to_later_writes_without_a_restart() {
-    let env = Env::start(EnvConfig {
-        kubernetes: false,
-        node_agent: false,
-        kafka: true,
-        s3: false,
-    })
-    .await
-    .unwrap();
+    let env = Env::start(EnvConfig::kafka_only()).await.unwrap();
     let kafka = env.kafka().unwrap();
     let server = AerospikeTestServer::start(ServerConfig {
         namespaces: vec![String::from("test")],

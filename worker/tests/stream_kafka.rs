@@ -182,14 +182,7 @@ async fn a_kafka_stream_is_sessionized_like_the_oracle() {
         )
         .with_test_writer()
         .try_init();
-    let env = Env::start(EnvConfig {
-        kubernetes: false,
-        node_agent: false,
-        kafka: true,
-        s3: false,
-    })
-    .await
-    .unwrap();
+    let env = Env::start(EnvConfig::kafka_only()).await.unwrap();
     let kafka = env.kafka().unwrap();
     let (source, sink, quarantine) = (
         unique_name("views"),

@@ -39,14 +39,7 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(240);
 /// One Kafka for all tests of this file, started on first use in its own runtime.
 fn kafka_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        support::start_env(EnvConfig {
-            kubernetes: false,
-            node_agent: false,
-            kafka: true,
-            s3: false,
-        })
-    })
+    ENV.get_or_init(|| support::start_env(EnvConfig::kafka_only()))
 }
 
 /// The messy stream of the test: ~2 days of event time, async events up to a day late.
@@ -127,10 +120,9 @@ async fn sessionizes_a_messy_stream_like_the_oracle(backend: Backend, seed: u64)
             sink.drain(Duration::from_millis(200), 100_000, |p| state.add(p));
             let got = without_sentinels(state.final_sessions());
             if result.is_ok() {
-                result = if got == want {
-                    Ok(Some(()))
-                } else {
-                    Err(support::difference(&got, &want))
+                result = match oracle::difference(&got, &want) {
+                    None => Ok(Some(())),
+                    Some(difference) => Err(difference),
                 };
             }
             async move { result }

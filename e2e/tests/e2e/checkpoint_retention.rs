@@ -27,7 +27,7 @@ use sessionizer_worker::checkpoint::{
     CheckpointStore, KeyGroupCheckpoint, LocalDir, Manifest, ManifestScope, StoreCredentials, id_at,
 };
 
-use crate::support::env;
+use crate::support::{env, namespace_with_operator};
 
 /// Retention passes run every checkpoint interval (10 s here); allow several.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,17 +43,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let env = env();
-    let client = env.client().await.unwrap();
-    sessionizer_e2e::crds::install(&client).await.unwrap();
-    let namespace = env.namespace("chk").await.unwrap();
-    install::operator(
-        env,
-        &namespace,
-        "sessionizer",
-        &["checkpoints.incompleteGrace=3s"],
-    )
-    .await
-    .unwrap();
+    let (client, namespace) =
+        namespace_with_operator("chk", &["checkpoints.incompleteGrace=3s"]).await;
     let s3 = env.s3().unwrap();
     let bucket = unique_name("checkpoints");
     s3.create_bucket(&bucket).await.unwrap();

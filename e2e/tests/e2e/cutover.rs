@@ -16,7 +16,7 @@ use sessionizer_e2e::env::unique_name;
 use sessionizer_e2e::smoke::{TESTAPP_PORT, is_running_and_ready};
 use sessionizer_e2e::{Env, Error, install, tools, wait};
 
-use crate::support::{POD_TIMEOUT, env};
+use crate::support::{POD_TIMEOUT, env, namespace_with_operator};
 
 /// How long a whole cutover may take here.
 const CUTOVER_TIMEOUT: Duration = Duration::from_secs(240);
@@ -37,12 +37,7 @@ struct Setup {
 impl Setup {
     async fn new(prefix: &str) -> Self {
         let env = env();
-        let client = env.client().await.unwrap();
-        sessionizer_e2e::crds::install(&client).await.unwrap();
-        let namespace = env.namespace(prefix).await.unwrap();
-        install::operator(env, &namespace, "sessionizer", &[])
-            .await
-            .unwrap();
+        let (client, namespace) = namespace_with_operator(prefix, &[]).await;
         let kafka = env.kafka().unwrap();
         let source = unique_name("pageviews");
         kafka.create_topic(&source, 2).await.unwrap();

@@ -21,9 +21,9 @@ use sessionizer_e2e::aerospike::{
     AerospikeTestCluster, AerospikeTestServer, NamespaceStats, ServerConfig, StatsShape,
 };
 use sessionizer_e2e::env::unique_name;
-use sessionizer_e2e::{Error, install, wait};
+use sessionizer_e2e::{Error, wait};
 
-use crate::support::{POD_TIMEOUT, env};
+use crate::support::{POD_TIMEOUT, env, namespace_with_operator};
 
 const NS: &str = "sessions";
 /// A level change shows within a couple of polls; this leaves room for a busy machine.
@@ -199,17 +199,8 @@ async fn walk_the_levels(
 #[tokio::test]
 async fn the_operator_reports_aerospike_capacity_levels_from_every_server_shape() {
     let env = env();
-    let client = env.client().await.unwrap();
-    sessionizer_e2e::crds::install(&client).await.unwrap();
-    let namespace = env.namespace("hwm").await.unwrap();
-    install::operator(
-        env,
-        &namespace,
-        "sessionizer",
-        &["replicas=1", "leaderElection.enabled=false"],
-    )
-    .await
-    .unwrap();
+    let (client, namespace) =
+        namespace_with_operator("hwm", &["replicas=1", "leaderElection.enabled=false"]).await;
     let kafka = env.kafka().unwrap();
     let topic = unique_name("hwm");
     kafka.create_topic(&topic, 1).await.unwrap();

@@ -18,9 +18,9 @@ use serde_json::json;
 use sessionizer_crds::SessionJob;
 use sessionizer_e2e::aerospike::{AerospikeTestServer, ServerConfig};
 use sessionizer_e2e::env::unique_name;
-use sessionizer_e2e::{Error, install, smoke, wait};
+use sessionizer_e2e::{Error, smoke, wait};
 
-use crate::support::{POD_TIMEOUT, env};
+use crate::support::{POD_TIMEOUT, env, namespace_with_operator};
 
 const NS: &str = "sessions";
 const HOUR: i64 = 3_600_000;
@@ -65,17 +65,8 @@ async fn wait_for_ttl(client: &Client, set: &str, key: &str) -> Duration {
 #[tokio::test]
 async fn a_ttl_change_reaches_the_running_worker_without_a_restart() {
     let env = env();
-    let client = env.client().await.unwrap();
-    sessionizer_e2e::crds::install(&client).await.unwrap();
-    let namespace = env.namespace("ttl").await.unwrap();
-    install::operator(
-        env,
-        &namespace,
-        "sessionizer",
-        &["replicas=1", "leaderElection.enabled=false"],
-    )
-    .await
-    .unwrap();
+    let (client, namespace) =
+        namespace_with_operator("ttl", &["replicas=1", "leaderElection.enabled=false"]).await;
     let kafka = env.kafka().unwrap();
     let topic = unique_name("ttl");
     kafka.create_topic(&topic, 1).await.unwrap();

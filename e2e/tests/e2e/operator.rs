@@ -16,7 +16,7 @@ use sessionizer_crds::SessionJob;
 use sessionizer_e2e::env::unique_name;
 use sessionizer_e2e::{Env, Error, install, smoke, wait};
 
-use crate::support::{POD_TIMEOUT, env};
+use crate::support::{POD_TIMEOUT, env, namespace_with_operator};
 
 /// A namespace with the operator installed and the example job's source topic created.
 struct Installed {
@@ -29,12 +29,7 @@ struct Installed {
 /// Installs the chart into a fresh namespace and applies `examples/sessionjob.yaml` there.
 async fn install_and_apply_example() -> Installed {
     let env = env();
-    let client = env.client().await.unwrap();
-    sessionizer_e2e::crds::install(&client).await.unwrap();
-    let namespace = env.namespace("op").await.unwrap();
-    install::operator(env, &namespace, "sessionizer", &[])
-        .await
-        .unwrap();
+    let (client, namespace) = namespace_with_operator("op", &[]).await;
 
     let kafka = env.kafka().unwrap();
     let source = unique_name("pageviews");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sessionizer_e2e::Env;
+use sessionizer_e2e::{Env, install};
 
 /// How long a test waits for Pods and controllers on this small machine.
 pub const POD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -30,4 +30,17 @@ pub fn processes_with_env(entry: &str) -> Vec<u32> {
                 .any(|var| var == entry.as_bytes())
         })
         .collect()
+}
+
+/// A fresh namespace `<prefix>-…` with the CRDs installed and the operator chart running in it,
+/// set up with `values` (Helm `--set` pairs): the client and the namespace.
+pub async fn namespace_with_operator(prefix: &str, values: &[&str]) -> (kube::Client, String) {
+    let env = env();
+    let client = env.client().await.unwrap();
+    sessionizer_e2e::crds::install(&client).await.unwrap();
+    let namespace = env.namespace(prefix).await.unwrap();
+    install::operator(env, &namespace, "sessionizer", values)
+        .await
+        .unwrap();
+    (client, namespace)
 }

@@ -17,9 +17,10 @@ use sessionizer_crds::SessionJob;
 use sessionizer_worker::checkpoint::StoreError;
 use sessionizer_worker::checkpoint::retention::DeletionReason;
 
-use super::events::{self, CheckpointEvent};
+use super::events::CheckpointEvent;
 use super::open::{self, OpenError};
 use crate::context::Context;
+use crate::session_job::events;
 
 /// How long a deleted job waits for its checkpoints to be deleted before it goes anyway.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(600);

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
-use sessionizer_crds::SessionJob;
+use kube::runtime::events::{Event, EventType};
 use sessionizer_crds::session_job::{SessionJobStatus, condition_types};
 use sessionizer_worker::checkpoint::Deletion;
 
 use super::pass::Pass;
+use crate::session_job::events::{self, ToEvent};
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,32 +162,17 @@ impl CheckpointEvent {
         Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(cut(note, 1000)),
+            note: Some(events::note(note)),
             action: "Checkpoints".to_owned(),
             secondary: None,
         }
     }
 }
 
-/// Publishes `events` about `job`, logging (not failing) when the API refuses one.
-pub async fn publish(recorder: &Recorder, job: &SessionJob, events: &[CheckpointEvent]) {
-    let reference = job.object_ref(&());
-    for event in events {
-        if let Err(error) = recorder.publish(&event.to_event(), &reference).await {
-            tracing::warn!(%error, event = ?event, "could not publish an event");
-        }
+impl ToEvent for CheckpointEvent {
+    fn to_event(&self) -> Event {
+        Self::to_event(self)
     }
-}
-
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }
 
 #[cfg(test)]

@@ -174,16 +174,27 @@ impl JobEvent {
         Event {
             type_,
             reason,
-            // Events cap notes at 1 kB.
-            note: Some(truncate(note, 1000)),
+            note: Some(self::note(note)),
             action: action.to_owned(),
             secondary: None,
         }
     }
 }
 
+/// Something the operator reports as a Kubernetes Event about a job.
+pub trait ToEvent: std::fmt::Debug {
+    /// The Event.
+    fn to_event(&self) -> Event;
+}
+
+impl ToEvent for JobEvent {
+    fn to_event(&self) -> Event {
+        Self::to_event(self)
+    }
+}
+
 /// Publishes `events` about `job`, logging (not failing) when the API refuses one.
-pub async fn publish(recorder: &Recorder, job: &SessionJob, events: &[JobEvent]) {
+pub async fn publish<E: ToEvent>(recorder: &Recorder, job: &SessionJob, events: &[E]) {
     let reference = job.object_ref(&());
     for event in events {
         if let Err(error) = recorder.publish(&event.to_event(), &reference).await {
@@ -207,6 +218,14 @@ fn config_hash(statefulset: &StatefulSet) -> Option<&str> {
         .as_ref()?
         .get(annotations::CONFIG_HASH)
         .map(String::as_str)
+}
+
+/// Longest Event note the API accepts, in bytes.
+const NOTE_MAX: usize = 1000;
+
+/// `text` as an Event note: cut to [`NOTE_MAX`] bytes on a character boundary.
+pub fn note(text: String) -> String {
+    truncate(text, NOTE_MAX)
 }
 
 fn truncate(mut text: String, max: usize) -> String {

@@ -226,7 +226,7 @@ async fn run_pipeline(job: &SessionJob, ctx: &Context) -> Result<Action, Error> 
     side_run::update(ctx, job, &mut status, &now).await;
     let checkpoint_events = checkpoints::events::after_pass(&pass, job.status.as_ref(), &status);
     finish(job, ctx, &observed, Some(&applied), status).await?;
-    checkpoints::events::publish(&ctx.recorder, job, &checkpoint_events).await;
+    events::publish(&ctx.recorder, job, &checkpoint_events).await;
     let mut recheck = recheck_after(&balance).min(checkpoint_recheck(job));
     if let Some((_, next_probe)) = &observed.history_store {
         recheck = recheck.min(*next_probe);

@@ -342,24 +342,6 @@ pub fn quarantine(payload: &[u8]) -> Quarantine {
         .unwrap_or_else(|e| panic!("a quarantine record is not a Quarantine: {e}"))
 }
 
-/// A short description of how `got` differs from `want`.
-pub fn difference(
-    got: &BTreeMap<String, SessionRecord>,
-    want: &BTreeMap<String, SessionRecord>,
-) -> String {
-    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
-    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
-    let differ = want
-        .iter()
-        .filter(|(k, w)| got.get(*k).is_some_and(|g| g != *w))
-        .count();
-    format!(
-        "{} sessions, want {}: {missing} missing, {extra} unexpected, {differ} different",
-        got.len(),
-        want.len()
-    )
-}
-
 /// The event count a benchmark runs with: `$BENCH_EVENTS` (underscores allowed), else `default`.
 pub fn bench_events(default: u64) -> u64 {
     std::env::var("BENCH_EVENTS")

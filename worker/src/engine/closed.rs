@@ -55,12 +55,11 @@ impl Segment {
 
     /// The decoded session.
     fn session(&mut self, key: &str) -> Result<&mut Session, HistoryError> {
-        if self.session.is_none() {
-            self.session = Some(self.decoded(key)?);
-        }
-        self.session
-            .as_mut()
-            .ok_or_else(|| corrupt(key, String::from("a segment without a session")))
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => self.decoded(key)?,
+        };
+        Ok(self.session.insert(session))
     }
 
     /// The session, decoding a copy if it was not decoded yet.

@@ -423,9 +423,11 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The common case of an on-time event, done without building a session for it: the event
-    /// lands in exactly one open session of its key and does not bridge it to another, so that
-    /// session grows in place and the key's timer moves only if its deadline does. Returns
-    /// `false`, changing nothing, when the general merge in [`Self::accept`] is needed.
+    /// lands in exactly one open session of its key, so that session grows in place and the
+    /// key's timer moves only if its deadline does. It cannot bridge the session to another: open
+    /// sessions are pairwise more than `gap` apart, so the grown session reaches another only if
+    /// the event itself does. Returns `false`, changing nothing, when the general merge in
+    /// [`Self::accept`] is needed.
     fn add_in_place(&mut self, key: &str, event: &Event) -> bool {
         let gap = self.config.gap_ms;
         let state = &mut self.state;
@@ -440,15 +442,6 @@ impl<H: HistoryStore> KeyGroup<H> {
         let (Some(i), None) = (touching.next(), touching.next()) else {
             return false;
         };
-        // With the event, the session spans this; would it then reach another open session?
-        let start = open[i].start().min(event.time);
-        let end = open[i].end().max(event.time);
-        let bridges = open.iter().enumerate().any(|(j, s)| {
-            j != i && s.start() <= end.saturating_add(gap) && start <= s.end().saturating_add(gap)
-        });
-        if bridges {
-            return false;
-        }
         open[i].add(event);
         meta.open_bytes += event.bytes;
         let deadline = open

@@ -238,12 +238,4 @@ pub enum EngineError {
     /// Reading or writing history failed.
     #[error("history: {0}")]
     History(#[from] HistoryError),
-    /// A history value could not be encoded.
-    #[error("encoding the history of {key}: {source}")]
-    Encode {
-        /// The session key.
-        key: String,
-        /// The underlying error.
-        source: serde_json::Error,
-    },
 }

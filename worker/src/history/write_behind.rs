@@ -237,7 +237,8 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
-        let mut found: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(keys.len());
+        // Per key: `Some(value)` if queued here, `None` if the store has to answer.
+        let mut found = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         {
             let state = self.lock();
@@ -245,13 +246,14 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
                 return Err(error.clone());
             }
             for key in keys {
-                found.push(state.keys.get(key).map(|entry| match &entry.latest {
+                let queued = state.keys.get(key).map(|entry| match &entry.latest {
                     Change::Put(value, _) => Some(value.to_vec()),
                     Change::Delete => None,
-                }));
-                if found.last().is_some_and(Option::is_none) {
+                });
+                if queued.is_none() {
                     missing.push(key.clone());
                 }
+                found.push(queued);
             }
         }
         let mut stored = if missing.is_empty() {
