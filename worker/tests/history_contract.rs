@@ -21,7 +21,7 @@ use sessionizer_worker::history::embedded::{Clock, ManualClock};
 use sessionizer_worker::history::metrics::{BackendLabel, FailureKind, Op, StoreMetrics};
 use sessionizer_worker::history::{
     AerospikeSettings, AerospikeStore, Codec, EmbeddedStore, HistoryError, HistoryMetrics,
-    HistoryRecord, HistoryStore, RetryPolicy,
+    HistoryRecord, HistoryStore, KeyChange, KeyWrite, RetryPolicy,
 };
 
 const SET: &str = "sessionizer_contract";
@@ -301,6 +301,37 @@ mod cases {
         assert!(f.store().get_many(&[]).await.unwrap().is_empty());
     }
 
+    pub async fn write_many_applies_and_answers_each_write(f: &impl Fixture) {
+        let keys: Vec<String> = (0..200).map(|n| f.key(&format!("batch-{n}"))).collect();
+        for key in &keys[..50] {
+            f.store().put(key, b"before", HOUR).await.unwrap();
+        }
+        let writes_before = f.metrics().writes();
+        // Keys 0..25 are deleted, 25..200 (re)written with their number.
+        let batch: Vec<KeyWrite> = keys
+            .iter()
+            .enumerate()
+            .map(|(n, key)| KeyWrite {
+                key: key.clone(),
+                change: if n < 25 {
+                    KeyChange::Delete
+                } else {
+                    KeyChange::Put(Arc::from(n.to_string().into_bytes()), HOUR)
+                },
+            })
+            .collect();
+        let outcomes = f.store().write_many(&batch).await;
+        assert_eq!(outcomes.len(), batch.len());
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(f.metrics().writes(), writes_before + 175);
+        let got = f.store().get_many(&keys).await.unwrap();
+        for (n, value) in got.iter().enumerate() {
+            let want = (n >= 25).then(|| n.to_string().into_bytes());
+            assert_eq!(value, &want, "key {n}");
+        }
+        assert!(f.store().write_many(&[]).await.is_empty());
+    }
+
     pub async fn a_missing_key_is_none_and_a_miss(f: &impl Fixture) {
         let misses = f.metrics().reads(false);
         assert_eq!(f.store().get(&f.key("missing")).await.unwrap(), None);
@@ -396,6 +427,7 @@ macro_rules! contract {
             contract!(@case $fixture, delete_removes_and_tolerates_absence);
             contract!(@case $fixture, a_missing_key_is_none_and_a_miss);
             contract!(@case $fixture, get_many_answers_each_key_in_order);
+            contract!(@case $fixture, write_many_applies_and_answers_each_write);
             contract!(@case $fixture, records_expire_after_their_ttl);
             contract!(@case $fixture, large_values_are_compressed);
             contract!(@case $fixture, foreign_values_are_corrupt);

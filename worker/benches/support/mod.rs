@@ -267,6 +267,9 @@ impl TopicReader {
             .set("enable.partition.eof", "false")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760")
+            // librdkafka's default (1 s) idles a fast reader between fetches once its prefetch
+            // queue is full: the raw rate measured with it was 4.6 times too low.
+            .set("fetch.queue.backoff.ms", "10")
             .create()
             .unwrap();
         let mut list = TopicPartitionList::new();

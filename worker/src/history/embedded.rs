@@ -30,7 +30,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::codec::Codec;
 use super::embedded_writer::{Change, Job, Write, Writer};
 use super::metrics::{Op, StoreMetrics};
-use super::{HistoryError, HistoryStore};
+use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
 
 /// File name of the database inside the store's directory.
 pub const FILE_NAME: &str = "history.redb";
@@ -474,18 +474,71 @@ impl HistoryStore for EmbeddedStore {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
-        let stored = self.inner.codec.encode(key, value)?;
-        let now_ms = self.inner.clock.now_ms();
-        let change = Change::Put {
-            stored,
-            expires_at_ms: expiry_of(now_ms, ttl),
+        let write = KeyWrite {
+            key: key.to_owned(),
+            change: KeyChange::Put(Arc::from(value), ttl),
         };
-        self.write(Op::put, key, change, now_ms).await
+        self.write_many(std::slice::from_ref(&write))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), HistoryError> {
+        let write = KeyWrite {
+            key: key.to_owned(),
+            change: KeyChange::Delete,
+        };
+        self.write_many(std::slice::from_ref(&write))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// One job for the writer thread: the batch shares one transaction (and one answer).
+    async fn write_many(&self, writes: &[KeyWrite]) -> Vec<Result<(), HistoryError>> {
         let now_ms = self.inner.clock.now_ms();
-        self.write(Op::delete, key, Change::Delete, now_ms).await
+        let mut outcomes: Vec<Result<(), HistoryError>> = Vec::with_capacity(writes.len());
+        let mut batch = Vec::with_capacity(writes.len());
+        for write in writes {
+            let change = match &write.change {
+                KeyChange::Put(value, ttl) => match self.inner.codec.encode(&write.key, value) {
+                    Ok(stored) => Change::Put {
+                        stored,
+                        expires_at_ms: expiry_of(now_ms, *ttl),
+                    },
+                    Err(error) => {
+                        outcomes.push(Err(error));
+                        continue;
+                    }
+                },
+                KeyChange::Delete => Change::Delete,
+            };
+            outcomes.push(Ok(()));
+            batch.push(Write {
+                key: write.key.clone(),
+                change,
+                now_ms,
+            });
+        }
+        if batch.is_empty() {
+            return outcomes;
+        }
+        let op = match writes {
+            [
+                KeyWrite {
+                    change: KeyChange::Delete,
+                    ..
+                },
+            ] => Op::delete,
+            _ => Op::put,
+        };
+        if let Err(error) = self.write(op, batch).await {
+            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_ok()) {
+                *outcome = Err(error.clone());
+            }
+        }
+        outcomes
     }
 
     async fn sync(&self) -> Result<(), HistoryError> {
@@ -511,21 +564,10 @@ impl HistoryStore for EmbeddedStore {
 impl EmbeddedStore {
     /// Queues one change for the writer thread and waits until it is committed (durable at the
     /// next [`HistoryStore::sync`]).
-    async fn write(
-        &self,
-        op: Op,
-        key: &str,
-        change: Change,
-        now_ms: u64,
-    ) -> Result<(), HistoryError> {
+    async fn write(&self, op: Op, batch: Vec<Write>) -> Result<(), HistoryError> {
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner.writer.submit(Job::Write(Write {
-            key: key.to_owned(),
-            change,
-            now_ms,
-            reply,
-        }));
+        self.inner.writer.submit(Job::Writes(batch, reply));
         let result = answer.await.unwrap_or_else(|_| {
             Err(HistoryError::Unavailable {
                 attempts: 1,

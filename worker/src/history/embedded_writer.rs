@@ -24,10 +24,10 @@ use super::HistoryError;
 use super::embedded::{EXPIRY, PURGE_PER_WRITE, RECORDS, purge, remove, storage, upsert};
 use super::metrics::StoreMetrics;
 
-/// Most writes one transaction carries.
+/// Most writes one transaction carries (a job's writes are never split, so one job can exceed it).
 pub const MAX_GROUP: usize = 4096;
 
-/// One queued write.
+/// One write of a [`Job::Writes`].
 pub struct Write {
     /// The key.
     pub key: String,
@@ -35,8 +35,6 @@ pub struct Write {
     pub change: Change,
     /// "Now" for expiry purposes, milliseconds since the Unix epoch.
     pub now_ms: u64,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<(), HistoryError>>,
 }
 
 /// A change to one key.
@@ -54,8 +52,8 @@ pub enum Change {
 
 /// What the writer thread is asked to do.
 pub enum Job {
-    /// Apply one write.
-    Write(Write),
+    /// Apply these writes, in order, in one transaction; the reply answers for all of them.
+    Writes(Vec<Write>, oneshot::Sender<Result<(), HistoryError>>),
     /// Make every write applied so far durable; answers once it is.
     Sync(oneshot::Sender<Result<(), HistoryError>>),
 }
@@ -112,8 +110,7 @@ impl Drop for Writer {
 impl Job {
     fn answer(self, result: Result<(), HistoryError>) {
         let reply = match self {
-            Job::Write(write) => write.reply,
-            Job::Sync(reply) => reply,
+            Job::Writes(_, reply) | Job::Sync(reply) => reply,
         };
         let _ = reply.send(result);
     }
@@ -124,20 +121,24 @@ fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
     let mut unsynced = false;
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        let mut queued = group_writes(&group);
+        while queued < MAX_GROUP {
             match receiver.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => {
+                    queued += group_writes(std::slice::from_ref(&job));
+                    group.push(job);
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         let writes: Vec<&Write> = group
             .iter()
-            .filter_map(|job| match job {
-                Job::Write(write) => Some(write),
-                Job::Sync(_) => None,
+            .flat_map(|job| match job {
+                Job::Writes(writes, _) => writes.as_slice(),
+                Job::Sync(_) => &[],
             })
             .collect();
-        let sync = writes.len() < group.len();
+        let sync = group.iter().any(|job| matches!(job, Job::Sync(_)));
         let result = if writes.is_empty() && !unsynced {
             // Only syncs, and nothing to make durable.
             Ok(0)
@@ -179,6 +180,17 @@ fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
     if unsynced && let Err(error) = commit(db, &[], Durability::Immediate) {
         tracing::error!(%error, "syncing the embedded history store at close failed");
     }
+}
+
+/// Writes the jobs of `group` carry.
+fn group_writes(group: &[Job]) -> usize {
+    group
+        .iter()
+        .map(|job| match job {
+            Job::Writes(writes, _) => writes.len(),
+            Job::Sync(_) => 0,
+        })
+        .sum()
 }
 
 /// Applies `group` in order in one transaction, committed with `durability`; returns how many

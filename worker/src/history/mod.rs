@@ -36,6 +36,26 @@ pub use self::write_behind::WriteBehind;
 /// Reads the default [`HistoryStore::get_many`] keeps in flight (well below a client's
 /// connection pool).
 pub const GET_MANY_CONCURRENCY: usize = 64;
+/// Writes the default [`HistoryStore::write_many`] keeps in flight.
+pub const WRITE_MANY_CONCURRENCY: usize = 64;
+
+/// One write of a batch ([`HistoryStore::write_many`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyWrite {
+    /// The key.
+    pub key: String,
+    /// What happens to it.
+    pub change: KeyChange,
+}
+
+/// What a [`KeyWrite`] does to its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// [`HistoryStore::put`] this value with this TTL.
+    Put(std::sync::Arc<[u8]>, Duration),
+    /// [`HistoryStore::delete`] the key.
+    Delete,
+}
 
 /// Why a history-store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -104,6 +124,24 @@ pub trait HistoryStore: Send + Sync {
         futures::stream::iter(keys.iter().map(|key| self.get(key)))
             .buffered(GET_MANY_CONCURRENCY)
             .try_collect()
+    }
+
+    /// Applies `writes` (at most one per key) and answers one outcome per write, in order, as
+    /// [`Self::put`] or [`Self::delete`] would. The default runs [`WRITE_MANY_CONCURRENCY`] at a
+    /// time; a backend that can apply a batch in one step (one transaction) overrides it.
+    fn write_many(
+        &self,
+        writes: &[KeyWrite],
+    ) -> impl Future<Output = Vec<Result<(), HistoryError>>> + Send {
+        use futures::StreamExt;
+        futures::stream::iter(writes.iter().map(move |write| async move {
+            match &write.change {
+                KeyChange::Put(value, ttl) => self.put(&write.key, value, *ttl).await,
+                KeyChange::Delete => self.delete(&write.key).await,
+            }
+        }))
+        .buffered(WRITE_MANY_CONCURRENCY)
+        .collect()
     }
 
     /// Makes every write that has returned durable: it survives a crash of the process or the

@@ -16,7 +16,7 @@ use super::aerospike::{AerospikeSettings, AerospikeStore, Credentials};
 use super::codec::Codec;
 use super::embedded::EmbeddedStore;
 use super::metrics::{BackendLabel, HistoryMetrics};
-use super::{HistoryError, HistoryStore};
+use super::{HistoryError, HistoryStore, KeyWrite};
 use crate::config::WorkerConfig;
 
 /// Sub-directory of the data directory that holds the embedded store.
@@ -110,6 +110,13 @@ impl HistoryStore for History {
         match self {
             Self::Aerospike(store) => store.get_many(keys).await,
             Self::Embedded(store) => store.get_many(keys).await,
+        }
+    }
+
+    async fn write_many(&self, writes: &[KeyWrite]) -> Vec<Result<(), HistoryError>> {
+        match self {
+            Self::Aerospike(store) => store.write_many(writes).await,
+            Self::Embedded(store) => store.write_many(writes).await,
         }
     }
 

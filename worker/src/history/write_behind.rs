@@ -1,14 +1,17 @@
 //! Write-behind in front of a history store, so the stream loop never waits for a history write.
 //!
 //! A closed session is emitted at once and its key's history written *behind*: `put` and
-//! `delete` return as soon as the change is queued, and up to [`MAX_IN_FLIGHT`] keys are written
-//! concurrently. Without it every close costs a full round trip on the stream loop's only task
-//! (Aerospike) or a durable commit (embedded), and the worker runs at the store's latency instead
-//! of its throughput.
+//! `delete` return as soon as the change is queued. One drain task hands the queued keys to the
+//! store in batches of up to [`MAX_BATCH`] ([`HistoryStore::write_many`]: one transaction for the
+//! embedded store, concurrent writes for Aerospike), and keeps draining while keys keep coming —
+//! a batch carries whatever queued while the previous one was being written. Without it every
+//! close costs a full round trip on the stream loop's only task (Aerospike) or a commit
+//! (embedded), and the worker runs at the store's latency instead of its throughput; without the
+//! batches every write costs a task, a channel message and a thread wake-up of its own.
 //!
 //! What keeps this correct:
 //! - Reads see writes: `get` answers from the queued value of a key until the store has it.
-//! - Per-key order: a key has at most one write in flight; a newer value waits behind it and
+//! - Per-key order: a key is in at most one batch at a time; a newer value waits behind it and
 //!   replaces any value waiting before it (only the newest matters), so the store can never end
 //!   with an older value.
 //! - Offsets follow history: [`WriteBehind::flush`] waits until everything queued so far is
@@ -17,39 +20,41 @@
 //! - Failures are not swallowed: a write that fails for good (store unavailable, writes refused)
 //!   is remembered and returned by every later call, which stops the worker. A record the store
 //!   refuses as too big is logged and counted, as the engine would have done.
+//! - Memory is bounded: at most [`MAX_PENDING`] keys wait; the next new key waits for room.
 //!
 //! This module must never acknowledge a flush while a write queued before it is unfinished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use super::{HistoryError, HistoryStore};
+use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
 
-/// Most keys written concurrently.
-pub const MAX_IN_FLIGHT: usize = 256;
+/// Most keys one [`HistoryStore::write_many`] call carries.
+pub const MAX_BATCH: usize = 512;
+/// Most keys queued or being written at once; a new key waits for room beyond it.
+pub const MAX_PENDING: usize = 8192;
 
-/// A queued change.
-#[derive(Clone, Debug)]
-enum Change {
-    Put(Arc<[u8]>, Duration),
-    Delete,
-}
-
-/// What is known about a key with a write in flight.
+/// What is known about a key with a queued or unfinished write.
 #[derive(Debug)]
 struct KeyState {
     /// The newest change: what readers see, and what the store will end with.
-    latest: Change,
-    /// Whether `latest` still has to be written after the write in flight.
+    latest: KeyChange,
+    /// Whether `latest` still has to be handed to the store.
     waiting: bool,
+    /// Whether a batch being written holds this key.
+    in_flight: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     keys: HashMap<String, KeyState>,
+    /// Keys waiting and not in flight, oldest first: the next batches.
+    ready: VecDeque<String>,
+    /// Whether the drain task is running.
+    draining: bool,
     /// A failure that stops the worker.
     fatal: Option<HistoryError>,
 }
@@ -58,9 +63,8 @@ struct State {
 struct Shared<H> {
     store: H,
     state: Mutex<State>,
-    /// Keys with a write in flight; `flush` waits for 0.
+    /// Keys queued or being written (`State::keys.len()`); `flush` waits for 0.
     busy: watch::Sender<usize>,
-    permits: Arc<Semaphore>,
 }
 
 /// A write-behind [`HistoryStore`] over `H`. Cheap to clone; clones share the queue.
@@ -85,7 +89,6 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
                 store,
                 state: Mutex::new(State::default()),
                 busy: watch::Sender::new(0),
-                permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             }),
         }
     }
@@ -95,7 +98,7 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
         &self.shared.store
     }
 
-    /// Keys with a write in flight now.
+    /// Keys with a queued or unfinished write now.
     pub fn in_flight(&self) -> usize {
         *self.shared.busy.borrow()
     }
@@ -118,8 +121,8 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is a
-        // single insert or remove), so a poisoned lock is still usable.
+        // A panic while holding the lock cannot leave the state inconsistent in a way that loses
+        // a write (every update is a few field changes), so a poisoned lock is still usable.
         self.shared
             .state
             .lock()
@@ -133,88 +136,118 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
         }
     }
 
-    async fn queue(&self, key: &str, change: Change) -> Result<(), HistoryError> {
-        {
-            let mut state = self.lock();
-            if let Some(error) = &state.fatal {
-                return Err(error.clone());
+    async fn queue(&self, key: &str, change: KeyChange) -> Result<(), HistoryError> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(error) = &state.fatal {
+                    return Err(error.clone());
+                }
+                if let Some(existing) = state.keys.get_mut(key) {
+                    existing.latest = change;
+                    if !existing.waiting {
+                        existing.waiting = true;
+                        if !existing.in_flight {
+                            state.ready.push_back(key.to_owned());
+                        }
+                    }
+                    self.start_draining(&mut state);
+                    return Ok(());
+                }
+                if state.keys.len() < MAX_PENDING {
+                    state.keys.insert(
+                        key.to_owned(),
+                        KeyState {
+                            latest: change,
+                            waiting: true,
+                            in_flight: false,
+                        },
+                    );
+                    state.ready.push_back(key.to_owned());
+                    let pending = state.keys.len();
+                    self.shared.busy.send_replace(pending);
+                    self.start_draining(&mut state);
+                    return Ok(());
+                }
             }
-            if let Some(existing) = state.keys.get_mut(key) {
-                existing.latest = change;
-                existing.waiting = true;
-                return Ok(());
-            }
+            // Back-pressure: wait for room before adding another key.
+            let mut busy = self.shared.busy.subscribe();
+            let _ = busy.wait_for(|n| *n < MAX_PENDING).await;
         }
-        // Back-pressure: wait for a free slot before starting another key.
-        let permit = Arc::clone(&self.shared.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| HistoryError::Unavailable {
-                attempts: 0,
-                message: String::from("history write-behind closed"),
-            })?;
-        {
-            let mut state = self.lock();
-            if let Some(existing) = state.keys.get_mut(key) {
-                // Started by another caller while this one waited for a slot.
-                existing.latest = change;
-                existing.waiting = true;
-                return Ok(());
-            }
-            state.keys.insert(
-                key.to_owned(),
-                KeyState {
-                    latest: change.clone(),
-                    waiting: false,
-                },
-            );
-            self.shared.busy.send_modify(|n| *n += 1);
-        }
-        let this = self.clone();
-        let key = key.to_owned();
-        tokio::spawn(async move {
-            let _permit = permit;
-            this.write_until_settled(key, change).await;
-        });
-        Ok(())
     }
 
-    /// Writes `change`, then whatever replaced it meanwhile, until the key has nothing waiting.
-    async fn write_until_settled(&self, key: String, mut change: Change) {
+    fn start_draining(&self, state: &mut State) {
+        if state.draining {
+            return;
+        }
+        state.draining = true;
+        let this = self.clone();
+        tokio::spawn(async move { this.drain().await });
+    }
+
+    /// Writes batches of ready keys until none is left (or a write failed for good).
+    async fn drain(&self) {
         loop {
-            let result = match &change {
-                Change::Put(value, ttl) => self.shared.store.put(&key, value, *ttl).await,
-                Change::Delete => self.shared.store.delete(&key).await,
-            };
-            let mut state = self.lock();
-            if let Err(error) = result {
-                if matches!(
-                    error,
-                    HistoryError::TooBig { .. } | HistoryError::Corrupt { .. }
-                ) {
-                    tracing::error!(%key, %error, "history write refused; the key keeps its previous history");
-                } else if state.fatal.is_none() {
-                    tracing::error!(%key, %error, "history write failed; the worker stops");
-                    state.fatal = Some(error);
-                }
-            }
-            let failed = state.fatal.is_some();
-            let next = match state.keys.get_mut(&key) {
-                Some(entry) if entry.waiting && !failed => {
-                    entry.waiting = false;
-                    Some(entry.latest.clone())
-                }
-                _ => None,
-            };
-            match next {
-                Some(newer) => change = newer,
-                None => {
-                    state.keys.remove(&key);
-                    drop(state);
-                    self.shared.busy.send_modify(|n| *n = n.saturating_sub(1));
+            let batch: Vec<KeyWrite> = {
+                let mut state = self.lock();
+                if state.ready.is_empty() || state.fatal.is_some() {
+                    state.draining = false;
                     return;
                 }
+                let take = state.ready.len().min(MAX_BATCH);
+                let keys: Vec<String> = state.ready.drain(..take).collect();
+                keys.into_iter()
+                    .filter_map(|key| {
+                        let entry = state.keys.get_mut(&key)?;
+                        entry.waiting = false;
+                        entry.in_flight = true;
+                        let change = entry.latest.clone();
+                        Some(KeyWrite { key, change })
+                    })
+                    .collect()
+            };
+            let outcomes = self.shared.store.write_many(&batch).await;
+            let mut state = self.lock();
+            let mut outcomes = outcomes.into_iter();
+            for write in batch {
+                let outcome = outcomes.next().unwrap_or_else(|| {
+                    Err(HistoryError::Unavailable {
+                        attempts: 1,
+                        message: String::from("the history store left a write unanswered"),
+                    })
+                });
+                if let Err(error) = outcome {
+                    if matches!(
+                        error,
+                        HistoryError::TooBig { .. } | HistoryError::Corrupt { .. }
+                    ) {
+                        tracing::error!(key = %write.key, %error, "history write refused; the key keeps its previous history");
+                    } else if state.fatal.is_none() {
+                        tracing::error!(key = %write.key, %error, "history write failed; the worker stops");
+                        state.fatal = Some(error);
+                    }
+                }
+                let again = match state.keys.get_mut(&write.key) {
+                    Some(entry) => {
+                        entry.in_flight = false;
+                        entry.waiting
+                    }
+                    None => false,
+                };
+                if again {
+                    state.ready.push_back(write.key);
+                } else {
+                    state.keys.remove(&write.key);
+                }
             }
+            if state.fatal.is_some() {
+                // Nothing more reaches the store: every later call fails, and flush must not
+                // wait for writes that will never happen.
+                state.keys.clear();
+                state.ready.clear();
+            }
+            let pending = state.keys.len();
+            self.shared.busy.send_replace(pending);
         }
     }
 }
@@ -228,8 +261,8 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
             }
             if let Some(entry) = state.keys.get(key) {
                 return Ok(match &entry.latest {
-                    Change::Put(value, _) => Some(value.to_vec()),
-                    Change::Delete => None,
+                    KeyChange::Put(value, _) => Some(value.to_vec()),
+                    KeyChange::Delete => None,
                 });
             }
         }
@@ -247,8 +280,8 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
             }
             for key in keys {
                 let queued = state.keys.get(key).map(|entry| match &entry.latest {
-                    Change::Put(value, _) => Some(value.to_vec()),
-                    Change::Delete => None,
+                    KeyChange::Put(value, _) => Some(value.to_vec()),
+                    KeyChange::Delete => None,
                 });
                 if queued.is_none() {
                     missing.push(key.clone());
@@ -271,11 +304,11 @@ impl<H: HistoryStore + Clone + 'static> HistoryStore for WriteBehind<H> {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
-        self.queue(key, Change::Put(Arc::from(value), ttl)).await
+        self.queue(key, KeyChange::Put(Arc::from(value), ttl)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), HistoryError> {
-        self.queue(key, Change::Delete).await
+        self.queue(key, KeyChange::Delete).await
     }
 
     async fn sync(&self) -> Result<(), HistoryError> {
@@ -302,6 +335,12 @@ mod tests {
         writes: Arc<AtomicU32>,
         /// Writes stored when `sync` was last called, per call.
         syncs: Arc<Mutex<Vec<u32>>>,
+        /// Size of every `write_many` batch, in order.
+        batches: Arc<Mutex<Vec<usize>>>,
+        /// Whether a batch ever held one key twice.
+        duplicate_in_batch: Arc<std::sync::atomic::AtomicBool>,
+        /// Writes waiting at the gate now.
+        at_gate: Arc<AtomicU32>,
         fail_with: Arc<Mutex<Option<HistoryError>>>,
     }
 
@@ -312,6 +351,9 @@ mod tests {
                 gate: Arc::new(Gate::new(0)),
                 writes: Arc::default(),
                 syncs: Arc::default(),
+                batches: Arc::default(),
+                duplicate_in_batch: Arc::default(),
+                at_gate: Arc::default(),
                 fail_with: Arc::default(),
             }
         }
@@ -321,6 +363,17 @@ mod tests {
         fn open(&self, writes: usize) {
             self.gate.add_permits(writes);
         }
+
+        fn waiting(&self) -> u32 {
+            self.at_gate.load(Ordering::SeqCst)
+        }
+
+        async fn pass_gate(&self) {
+            self.at_gate.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.unwrap().forget();
+            self.at_gate.fetch_sub(1, Ordering::SeqCst);
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     impl HistoryStore for Gated {
@@ -329,8 +382,7 @@ mod tests {
         }
 
         async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
-            self.gate.acquire().await.unwrap().forget();
-            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.pass_gate().await;
             if let Some(error) = self.fail_with.lock().unwrap().clone() {
                 return Err(error);
             }
@@ -338,9 +390,26 @@ mod tests {
         }
 
         async fn delete(&self, key: &str) -> Result<(), HistoryError> {
-            self.gate.acquire().await.unwrap().forget();
-            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.pass_gate().await;
             self.inner.delete(key).await
+        }
+
+        async fn write_many(&self, writes: &[KeyWrite]) -> Vec<Result<(), HistoryError>> {
+            self.batches.lock().unwrap().push(writes.len());
+            let keys: std::collections::HashSet<&str> =
+                writes.iter().map(|w| w.key.as_str()).collect();
+            if keys.len() < writes.len() {
+                self.duplicate_in_batch.store(true, Ordering::SeqCst);
+            }
+            let mut outcomes = Vec::new();
+            // One at a time, so tests can hold any write at the gate.
+            for write in writes {
+                outcomes.push(match &write.change {
+                    KeyChange::Put(value, ttl) => self.put(&write.key, value, *ttl).await,
+                    KeyChange::Delete => self.delete(&write.key).await,
+                });
+            }
+            outcomes
         }
 
         async fn sync(&self) -> Result<(), HistoryError> {
@@ -410,7 +479,10 @@ mod tests {
     async fn the_store_ends_with_the_newest_value_and_skips_the_ones_in_between() {
         let store = Gated::default();
         let history = WriteBehind::new(store.clone());
-        for n in 0..10u8 {
+        history.put("k", &[0], TTL).await.unwrap();
+        // Let the drain task take the first value, which then waits at the gate.
+        wait_until(|| store.waiting() == 1).await;
+        for n in 1..10u8 {
             history.put("k", &[n], TTL).await.unwrap();
         }
         store.open(100);
@@ -418,6 +490,20 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap(), Some(vec![9]));
         // The first write was in flight; the newest replaced the eight in between.
         assert_eq!(store.writes.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_reach_the_store_in_one_batch() {
+        let store = Gated::default();
+        let history = WriteBehind::new(store.clone());
+        history.put("first", b"v", TTL).await.unwrap();
+        wait_until(|| store.waiting() == 1).await;
+        for n in 0..100 {
+            history.put(&format!("k{n}"), b"v", TTL).await.unwrap();
+        }
+        store.open(1000);
+        history.flush().await.unwrap();
+        assert_eq!(*store.batches.lock().unwrap(), vec![1, 100]);
     }
 
     #[tokio::test]
@@ -472,25 +558,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_most_max_in_flight_keys_are_written_at_once() {
+    async fn at_most_max_pending_keys_wait_at_once() {
         let store = Gated::default();
         let history = WriteBehind::new(store.clone());
-        for n in 0..MAX_IN_FLIGHT {
+        for n in 0..MAX_PENDING {
             history.put(&format!("k{n}"), b"v", TTL).await.unwrap();
         }
+        // An already queued key takes no room.
+        history.put("k0", b"newer", TTL).await.unwrap();
         let blocked = tokio::spawn({
             let history = history.clone();
             async move { history.put("one-more", b"v", TTL).await }
         });
-        tokio::task::yield_now().await;
-        assert!(!blocked.is_finished(), "the next key waits for a free slot");
-        store.open(1);
+        wait_until(|| store.waiting() > 0).await;
+        assert!(!blocked.is_finished(), "the next key waits for room");
+        store.open(MAX_BATCH);
         blocked.await.unwrap().unwrap();
-        store.open(MAX_IN_FLIGHT);
+        store.open(2 * MAX_PENDING);
         history.flush().await.unwrap();
-        assert_eq!(
-            store.writes.load(Ordering::SeqCst) as usize,
-            MAX_IN_FLIGHT + 1
-        );
+        assert_eq!(store.get("k0").await.unwrap(), Some(b"newer".to_vec()));
+        assert!(store.get("one-more").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_keys_never_holds_the_same_key_twice() {
+        let store = Gated::default();
+        let history = WriteBehind::new(store.clone());
+        store.open(100_000);
+        for round in 0..50u8 {
+            for n in 0..40 {
+                history.put(&format!("k{n}"), &[round], TTL).await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+        history.flush().await.unwrap();
+        assert!(!store.duplicate_in_batch.load(Ordering::SeqCst));
+        for n in 0..40 {
+            assert_eq!(store.get(&format!("k{n}")).await.unwrap(), Some(vec![49]));
+        }
+    }
+
+    /// Polls `condition`, yielding to the runtime in between, for at most 5 seconds.
+    async fn wait_until(condition: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("condition not met within 5 s");
     }
 }

@@ -67,7 +67,11 @@ pub fn create_consumer(config: &WorkerConfig) -> Result<StreamConsumer, StreamEr
         .set("fetch.wait.max.ms", "100")
         .set("queued.min.messages", "100000")
         // Bounds the prefetch buffer per partition (librdkafka's default is 64 MiB).
-        .set("queued.max.messages.kbytes", "32768");
+        .set("queued.max.messages.kbytes", "32768")
+        // Once a partition's prefetch queue is over those bounds librdkafka waits this long
+        // before it looks again (default 1 s): long enough to starve a consumer that drains its
+        // queue faster than that.
+        .set("fetch.queue.backoff.ms", "20");
     client
         .create()
         .map_err(|source| StreamError::Kafka("creating the consumer", source))
