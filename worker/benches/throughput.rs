@@ -230,14 +230,13 @@ async fn run_job(
     let job_dir = dir.join(name);
     let (config_path, _) = job.write(&job_dir);
     let mut sink = TopicReader::new(bootstrap, &job.sink, PARTITIONS);
-    let mut state = SinkState::default();
+    let mut state = SinkState::expecting(want.clone());
 
     let started = Instant::now();
     let workers: Vec<(ManagedProcess, u16)> =
         support::start_workers(&config_path, &job_dir, PARALLELISM);
     // Generous: a slow run should still finish and report its figure.
     let deadline = Duration::from_secs(120 + total / 1_000);
-    let mut compared_at = 0u64;
     let mut consumed_at: Option<f64> = None;
     let client = reqwest::Client::new();
     loop {
@@ -259,15 +258,22 @@ async fn run_job(
         }
         // Blocks in Kafka's poll until records arrive (or 200 ms pass).
         sink.drain(Duration::from_millis(200), 200_000, |p| state.add(p));
-        // The full comparison is expensive: only when the count matches and something new came.
-        if state.records != compared_at && state.live() >= want.len() {
-            compared_at = state.records;
-            if without_sentinels(state.final_sessions()) == *want {
-                break;
-            }
+        // Kept up to date per record: no full comparison while the clock runs.
+        if state.reached() {
+            break;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    if consumed_at.is_none() && accepted(&client, &workers).await >= total {
+        // Every input was accepted by the time the last session arrived.
+        consumed_at = Some(seconds);
+    }
+    // The definitive check, off the clock.
+    if let Some(difference) = oracle::difference(&without_sentinels(state.final_sessions()), want) {
+        return Err(format!(
+            "the sink reached the expected count but differs: {difference}"
+        ));
+    }
     let cpu: f64 = workers
         .iter()
         .filter_map(|(w, _)| cpu_seconds(w.pid()))

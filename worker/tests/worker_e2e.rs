@@ -253,3 +253,68 @@ async fn the_loadgen_binary_produces_the_generated_stream() {
         assert_eq!(&got, want, "partition {p}");
     }
 }
+
+/// The benchmark's end condition: reached exactly when the sink's final sessions (sentinels
+/// left out) are the expected ones, whatever order versions arrive in.
+#[test]
+fn sink_state_reaches_the_expected_sessions_only_when_they_are_equal() {
+    let spec = LoadSpec {
+        events: 2_000,
+        users: 40,
+        ..LoadSpec::default()
+    };
+    let events = loadgen::generate(&spec);
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobSpec {
+        name: String::from("sink-state"),
+        bootstrap: String::from("127.0.0.1:9"),
+        source: String::from("events"),
+        sink: String::from("sessions"),
+        quarantine: String::from("quarantine"),
+        backend: Backend::Embedded,
+        parallelism: 1,
+    };
+    let (_, config) = job.write(dir.path());
+    let engine = support::engine_config(&config);
+    let all = oracle::sessionize(events.iter().map(|e| e.payload.as_slice()), &engine).sessions;
+    let want = without_sentinels(all.clone());
+    assert!(
+        want.len() > 10 && all.len() > want.len(),
+        "sentinels and sessions"
+    );
+    let json = |r: &sessionizer_worker::session::SessionRecord| serde_json::to_vec(r).unwrap();
+    let mut state = SinkState::expecting(want.clone());
+    let records: Vec<_> = all.values().collect();
+    for record in &records[1..] {
+        state.add(&json(record));
+    }
+    assert!(!state.reached(), "one session missing");
+    // An older version of the missing session does not complete it.
+    let mut older = records[0].clone();
+    older.version = 0;
+    older.end = older.end.map(|e| e - 1);
+    state.add(&json(&older));
+    assert_eq!(state.reached(), older == *records[0]);
+    state.add(&json(records[0]));
+    assert!(state.reached());
+    // A stale version changes nothing; a newer, different one, or an unexpected session, does.
+    state.add(&json(&older));
+    assert!(state.reached());
+    let mut newer = records[0].clone();
+    newer.version += 1;
+    newer.event_count = Some(newer.event_count.unwrap_or(0) + 1);
+    state.add(&json(&newer));
+    assert!(!state.reached());
+    let mut restored = records[0].clone();
+    restored.version += 2;
+    state.add(&json(&restored));
+    assert!(
+        !state.reached(),
+        "the version differs from the expected one"
+    );
+    let mut tombstoned = restored.clone();
+    tombstoned.version += 1;
+    tombstoned.deleted = true;
+    state.add(&json(&tombstoned));
+    assert!(!state.reached(), "an expected session deleted");
+}

@@ -21,7 +21,7 @@ use sessionizer_e2e::process::ManagedProcess;
 use sessionizer_e2e::{Env, EnvConfig};
 use sessionizer_worker::config::WorkerConfig;
 use sessionizer_worker::engine::{EngineConfig, Quarantine};
-use sessionizer_worker::loadgen::{GeneratedEvent, LoadSpec};
+use sessionizer_worker::loadgen::{GeneratedEvent, LoadSpec, SENTINEL_PREFIX};
 use sessionizer_worker::session::SessionRecord;
 
 /// Where a job keeps its history.
@@ -306,36 +306,67 @@ impl TopicReader {
 }
 
 /// The latest version of every session id seen on the sink (what `final_sessions` keeps, before
-/// tombstones are dropped), maintained incrementally.
+/// tombstones are dropped), maintained incrementally — and, when built [`SinkState::expecting`]
+/// a set of final sessions, how far the sink is from it, kept up to date per record so a
+/// benchmark can tell the moment it is reached without comparing everything again.
 #[derive(Default)]
 pub struct SinkState {
     latest: BTreeMap<String, SessionRecord>,
     /// Records read.
     pub records: u64,
+    /// The final sessions expected (sentinel sessions left out).
+    want: BTreeMap<String, SessionRecord>,
+    /// Live non-sentinel sessions whose latest record is not the expected one.
+    unexpected: usize,
+    /// Expected sessions whose latest record is the expected one.
+    matching: usize,
 }
 
 impl SinkState {
+    /// A state that tracks its distance to `want` (final sessions without sentinels).
+    pub fn expecting(want: BTreeMap<String, SessionRecord>) -> Self {
+        Self {
+            want,
+            ..Self::default()
+        }
+    }
+
     /// Adds one sink record.
     pub fn add(&mut self, payload: &[u8]) {
         let record: SessionRecord = serde_json::from_slice(payload)
             .unwrap_or_else(|e| panic!("a sink record is not a session record: {e}"));
         self.records += 1;
-        match self.latest.get(&record.session_id) {
-            Some(old) if old.version >= record.version => {}
-            _ => {
-                self.latest.insert(record.session_id.clone(), record);
-            }
+        let old = match self.latest.get(&record.session_id) {
+            Some(old) if old.version >= record.version => return,
+            old => old.map(|old| self.judge(old)),
+        };
+        let new = self.judge(&record);
+        if let Some((matched, unexpected)) = old {
+            self.matching -= usize::from(matched);
+            self.unexpected -= usize::from(unexpected);
         }
+        self.matching += usize::from(new.0);
+        self.unexpected += usize::from(new.1);
+        self.latest.insert(record.session_id.clone(), record);
+    }
+
+    /// Whether `record`, as the latest of its id, is (expected, an unexpected live session).
+    fn judge(&self, record: &SessionRecord) -> (bool, bool) {
+        if record.deleted || record.key.starts_with(SENTINEL_PREFIX) {
+            return (false, false);
+        }
+        let matched = self.want.get(&record.session_id) == Some(record);
+        (matched, !matched)
+    }
+
+    /// Whether the final sessions (sentinels left out) are exactly the expected ones.
+    pub fn reached(&self) -> bool {
+        self.matching == self.want.len() && self.unexpected == 0
     }
 
     /// `final_sessions` of everything read.
     pub fn final_sessions(&self) -> BTreeMap<String, SessionRecord> {
         sessionizer_worker::session::final_sessions(self.latest.values())
-    }
-
-    /// How many live (not tombstoned) sessions there are now.
-    pub fn live(&self) -> usize {
-        self.latest.values().filter(|r| !r.deleted).count()
     }
 }
 
