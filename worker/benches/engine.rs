@@ -27,7 +27,7 @@ use sessionizer_worker::loadgen::{self, without_sentinels};
 use sessionizer_worker::oracle;
 use sessionizer_worker::session::final_sessions;
 
-use support::{Backend, JobSpec};
+use support::JobSpec;
 
 /// The worker binary's allocator, so the figures are the worker's.
 #[global_allocator]
@@ -50,15 +50,7 @@ async fn bench(n: u64) {
     let events = loadgen::generate(&spec);
     let total = events.len();
     let dir = tempfile::tempdir().unwrap();
-    let job = JobSpec {
-        name: String::from("engine-bench"),
-        bootstrap: String::from("127.0.0.1:9"),
-        source: String::from("events"),
-        sink: String::from("sessions"),
-        quarantine: String::from("quarantine"),
-        backend: Backend::Embedded,
-        parallelism: 1,
-    };
+    let job = JobSpec::offline("engine-bench");
     let (_, config) = job.write(dir.path());
     let engine = support::engine_config(&config);
     let want = without_sentinels(

@@ -265,15 +265,7 @@ fn sink_state_reaches_the_expected_sessions_only_when_they_are_equal() {
     };
     let events = loadgen::generate(&spec);
     let dir = tempfile::tempdir().unwrap();
-    let job = JobSpec {
-        name: String::from("sink-state"),
-        bootstrap: String::from("127.0.0.1:9"),
-        source: String::from("events"),
-        sink: String::from("sessions"),
-        quarantine: String::from("quarantine"),
-        backend: Backend::Embedded,
-        parallelism: 1,
-    };
+    let job = JobSpec::offline("sink-state");
     let (_, config) = job.write(dir.path());
     let engine = support::engine_config(&config);
     let all = oracle::sessionize(events.iter().map(|e| e.payload.as_slice()), &engine).sessions;

@@ -77,6 +77,20 @@ pub const SESSION_YAML: [&str; 7] = [
 ];
 
 impl JobSpec {
+    /// A one-worker job with the embedded store and no reachable Kafka: for code that only needs
+    /// the job's settings (the engine, the oracle).
+    pub fn offline(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            bootstrap: String::from("127.0.0.1:9"),
+            source: String::from("events"),
+            sink: String::from("sessions"),
+            quarantine: String::from("quarantine"),
+            backend: Backend::Embedded,
+            parallelism: 1,
+        }
+    }
+
     /// The worker configuration file's text.
     pub fn yaml(&self, checkpoints: &Path) -> String {
         let mut lines = vec![

@@ -524,6 +524,7 @@ impl HistoryStore for EmbeddedStore {
         if batch.is_empty() {
             return outcomes;
         }
+        // A batch is timed as a put, unless it is a lone delete.
         let op = match writes {
             [
                 KeyWrite {
@@ -562,8 +563,8 @@ impl HistoryStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Queues one change for the writer thread and waits until it is committed (durable at the
-    /// next [`HistoryStore::sync`]).
+    /// Queues a batch of changes for the writer thread and waits until it is committed (durable
+    /// at the next [`HistoryStore::sync`]); the latency is observed once per batch, under `op`.
     async fn write(&self, op: Op, batch: Vec<Write>) -> Result<(), HistoryError> {
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
