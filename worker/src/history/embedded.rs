@@ -260,14 +260,7 @@ impl EmbeddedStore {
         mut visit: impl FnMut(HistoryRecord) -> Result<(), HistoryError>,
     ) -> Result<u64, HistoryError> {
         let now = self.inner.clock.now_ms();
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| storage("exporting")(e.into()))?;
-        let records = txn
-            .open_table(RECORDS)
-            .map_err(|e| storage("exporting")(e.into()))?;
+        let records = read_records(&self.inner.db, "exporting")?;
         let mut count = 0;
         let range = records
             .range::<&str>(prefix..)
@@ -428,16 +421,20 @@ fn expiry_of(now_ms: u64, ttl: Duration) -> u64 {
     now_ms.saturating_add(ttl_ms)
 }
 
+/// The records table as of now, in a read transaction of its own; errors name `context`.
+fn read_records(
+    db: &Database,
+    context: &'static str,
+) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, HistoryError> {
+    let txn = db.begin_read().map_err(|e| storage(context)(e.into()))?;
+    txn.open_table(RECORDS)
+        .map_err(|e| storage(context)(e.into()))
+}
+
 /// Reads `keys` in one read transaction: what `get` answers for each.
 fn read_many(inner: &Inner, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HistoryError> {
     let now = inner.clock.now_ms();
-    let txn = inner
-        .db
-        .begin_read()
-        .map_err(|e| storage("reading")(e.into()))?;
-    let table = txn
-        .open_table(RECORDS)
-        .map_err(|e| storage("reading")(e.into()))?;
+    let table = read_records(&inner.db, "reading")?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let row = table
@@ -474,25 +471,12 @@ impl HistoryStore for EmbeddedStore {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), HistoryError> {
-        let write = KeyWrite {
-            key: key.to_owned(),
-            change: KeyChange::Put(Arc::from(value), ttl),
-        };
-        self.write_many(std::slice::from_ref(&write))
+        self.write_one(key, KeyChange::Put(Arc::from(value), ttl))
             .await
-            .pop()
-            .unwrap_or(Ok(()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), HistoryError> {
-        let write = KeyWrite {
-            key: key.to_owned(),
-            change: KeyChange::Delete,
-        };
-        self.write_many(std::slice::from_ref(&write))
-            .await
-            .pop()
-            .unwrap_or(Ok(()))
+        self.write_one(key, KeyChange::Delete).await
     }
 
     /// One job for the writer thread: the batch shares one transaction (and one answer).
@@ -563,6 +547,18 @@ impl HistoryStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// A batch of one.
+    async fn write_one(&self, key: &str, change: KeyChange) -> Result<(), HistoryError> {
+        let write = KeyWrite {
+            key: key.to_owned(),
+            change,
+        };
+        self.write_many(std::slice::from_ref(&write))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
     /// Queues a batch of changes for the writer thread and waits until it is committed (durable
     /// at the next [`HistoryStore::sync`]); the latency is observed once per batch, under `op`.
     async fn write(&self, op: Op, batch: Vec<Write>) -> Result<(), HistoryError> {

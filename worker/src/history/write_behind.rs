@@ -518,7 +518,10 @@ mod tests {
             async move { history.flush().await }
         });
         store.open(19);
-        tokio::task::yield_now().await;
+        wait_until(|| store.writes.load(Ordering::SeqCst) == 19).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
         assert!(!flushing.is_finished(), "one write is still held back");
         store.open(1);
         flushing.await.unwrap().unwrap();
@@ -571,7 +574,13 @@ mod tests {
             async move { history.put("one-more", b"v", TTL).await }
         });
         wait_until(|| store.waiting() > 0).await;
+        // Give the blocked call every chance to run (the test runtime has one thread).
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
         assert!(!blocked.is_finished(), "the next key waits for room");
+        assert_eq!(history.get("one-more").await.unwrap(), None, "not queued");
+        assert_eq!(history.in_flight(), MAX_PENDING);
         store.open(MAX_BATCH);
         blocked.await.unwrap().unwrap();
         store.open(2 * MAX_PENDING);
