@@ -21,7 +21,8 @@ use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
 use super::HistoryError;
-use super::embedded::{EXPIRY, PURGE_PER_WRITE, RECORDS, purge, remove, storage, upsert};
+use super::embedded::{RECORDS, SWEEP_PER_WRITE, storage, upsert};
+use super::embedded_sweep::Sweep;
 use super::metrics::StoreMetrics;
 
 /// Most writes one transaction carries (a job's writes are never split, so one job can exceed it).
@@ -66,12 +67,16 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread of `db`.
-    pub fn start(db: Arc<Database>, metrics: StoreMetrics) -> std::io::Result<Self> {
+    /// Starts the writer thread of `db`; each commit also sweeps for expired records.
+    pub fn start(
+        db: Arc<Database>,
+        sweep: Arc<Sweep>,
+        metrics: StoreMetrics,
+    ) -> std::io::Result<Self> {
         let (queue, receiver) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(String::from("history-writer"))
-            .spawn(move || run(&db, &receiver, &metrics))?;
+            .spawn(move || run(&db, &sweep, &receiver, &metrics))?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
@@ -116,7 +121,7 @@ impl Job {
     }
 }
 
-fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
+fn run(db: &Database, sweep: &Sweep, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
     // Whether a commit since the last sync is not durable yet.
     let mut unsynced = false;
     while let Ok(first) = receiver.recv() {
@@ -148,7 +153,7 @@ fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
             } else {
                 Durability::None
             };
-            commit(db, &writes, durability).map_err(storage("writing"))
+            commit(db, sweep, &writes, durability).map_err(storage("writing"))
         };
         match result {
             Ok(purged) => {
@@ -177,7 +182,7 @@ fn run(db: &Database, receiver: &Receiver<Job>, metrics: &StoreMetrics) {
         }
     }
     // The queue is closed: the store is being dropped. Leave nothing unsynced behind.
-    if unsynced && let Err(error) = commit(db, &[], Durability::Immediate) {
+    if unsynced && let Err(error) = commit(db, sweep, &[], Durability::Immediate) {
         tracing::error!(%error, "syncing the embedded history store at close failed");
     }
 }
@@ -194,36 +199,33 @@ fn group_writes(group: &[Job]) -> usize {
 }
 
 /// Applies `group` in order in one transaction, committed with `durability`; returns how many
-/// expired records it purged on the way (at most [`PURGE_PER_WRITE`] per write).
-fn commit(db: &Database, group: &[&Write], durability: Durability) -> Result<usize, redb::Error> {
+/// expired records the transaction's sweep removed ([`SWEEP_PER_WRITE`] rows examined per write).
+fn commit(
+    db: &Database,
+    sweep: &Sweep,
+    group: &[&Write],
+    durability: Durability,
+) -> Result<usize, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(durability)?;
     let purged = {
         let mut records = txn.open_table(RECORDS)?;
-        let mut expiry = txn.open_table(EXPIRY)?;
         for write in group {
             match &write.change {
                 Change::Put {
                     stored,
                     expires_at_ms,
-                } => upsert(
-                    &mut records,
-                    &mut expiry,
-                    &write.key,
-                    *expires_at_ms,
-                    stored,
-                )?,
+                } => upsert(&mut records, &write.key, *expires_at_ms, stored)?,
                 Change::Delete => {
-                    remove(&mut records, &mut expiry, &write.key)?;
+                    records.remove(write.key.as_str())?;
                 }
             }
         }
         let now = group.iter().map(|w| w.now_ms).max().unwrap_or(0);
-        purge(
+        sweep.run(
             &mut records,
-            &mut expiry,
             now,
-            PURGE_PER_WRITE.saturating_mul(group.len()),
+            SWEEP_PER_WRITE.saturating_mul(group.len()),
         )?
     };
     txn.commit()?;

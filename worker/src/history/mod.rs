@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod aerospike;
 pub mod codec;
 pub mod embedded;
+pub mod embedded_sweep;
 pub mod embedded_writer;
 pub mod metrics;
 pub mod open;
@@ -115,7 +116,7 @@ pub trait HistoryStore: Send + Sync {
 
     /// The values of `keys`, in order, as [`Self::get`] would answer each. The default reads
     /// [`GET_MANY_CONCURRENCY`] at a time; a backend that can read several keys in one step
-    /// (one blocking task, one transaction) overrides it.
+    /// (one read transaction) overrides it.
     fn get_many(
         &self,
         keys: &[String],
