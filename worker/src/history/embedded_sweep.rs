@@ -40,16 +40,14 @@ impl Sweep {
         let mut expired = Vec::new();
         // `None` when the sweep reached the end of the table.
         let mut resume_at = None;
-        {
-            for (scanned, entry) in records.range::<&str>(next.as_str()..)?.enumerate() {
-                let (key, row) = entry?;
-                if scanned == rows {
-                    resume_at = Some(key.value().to_owned());
-                    break;
-                }
-                if split_row(row.value()).is_some_and(|(at, _)| at <= now_ms) {
-                    expired.push(key.value().to_owned());
-                }
+        for (scanned, entry) in records.range::<&str>(next.as_str()..)?.enumerate() {
+            let (key, row) = entry?;
+            if scanned == rows {
+                resume_at = Some(key.value().to_owned());
+                break;
+            }
+            if split_row(row.value()).is_some_and(|(at, _)| at <= now_ms) {
+                expired.push(key.value().to_owned());
             }
         }
         for key in &expired {
