@@ -30,7 +30,7 @@ fn minimal_job_gets_the_documented_defaults() {
     assert_eq!(spec.sink.initial_mode, SinkMode::Production);
     assert_eq!(spec.history.backend, HistoryBackend::Embedded);
     assert_eq!(spec.history.compression.codec, CompressionCodec::Zstd);
-    assert_eq!(spec.history.compression.level, 3);
+    assert_eq!(spec.history.compression.level, -1);
     assert_eq!(spec.history_ttl(), Ok(Duration::from_secs(168 * HOUR)));
     assert_eq!(spec.checkpoints.retain, 3);
     assert_eq!(spec.checkpoint_interval(), Ok(Duration::from_secs(300)));

@@ -27,7 +27,7 @@ pub use history::{
     AerospikeSpec, AerospikeTls, CompressionCodec, CompressionSpec, DEFAULT_AEROSPIKE_TIMEOUT,
     DEFAULT_HWM_POLL_INTERVAL, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF, DEFAULT_TTL,
     DEFAULT_WARN_MARGIN_PERCENT, DEFAULT_ZSTD_LEVEL, HighWaterMarkSpec, HistoryBackend,
-    HistorySpec, RetrySpec,
+    HistorySpec, MAX_ZSTD_LEVEL, MIN_ZSTD_LEVEL, RetrySpec,
 };
 pub use kafka::{KafkaSasl, KafkaSpec, KafkaTls, SaslMechanism, SourceKind, SourceTopic};
 pub use pod::{PodTemplateOverrides, RESERVED_PREFIX};

@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(settings.timeout, Duration::from_millis(250));
         assert_eq!(settings.retry.attempts, 5);
         assert_eq!(settings.retry.backoff, Duration::from_millis(20));
-        assert_eq!(settings.codec, Codec::zstd(3));
+        assert_eq!(settings.codec, Codec::default());
 
         let mut tls = spec.clone();
         tls.tls = Some(serde_json::from_value(serde_json::json!({"name": "aerospike"})).unwrap());

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 
-use sessionizer_crds::session_job::{CompressionCodec, CompressionSpec};
+use sessionizer_crds::session_job::{CompressionCodec, CompressionSpec, DEFAULT_ZSTD_LEVEL};
 
 use super::HistoryError;
 
@@ -32,7 +32,8 @@ pub const MAX_DECODED_LEN: u64 = 256 * 1024 * 1024;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
-/// Encodes and decodes history values. The default is zstd level 3 (the CRD's default).
+/// Encodes and decodes history values. The default is the CRD's default zstd level
+/// ([`DEFAULT_ZSTD_LEVEL`], one of zstd's fast levels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Codec {
     /// zstd level, or `None` to store values uncompressed (still with the header).
@@ -41,12 +42,13 @@ pub struct Codec {
 
 impl Default for Codec {
     fn default() -> Self {
-        Self::zstd(3)
+        Self::zstd(DEFAULT_ZSTD_LEVEL)
     }
 }
 
 impl Codec {
-    /// A codec compressing with zstd at `level` (1 to 22).
+    /// A codec compressing with zstd at `level` (the CRD allows -7 to 22; negative levels are
+    /// zstd's fast levels).
     pub fn zstd(level: i32) -> Self {
         Self {
             zstd_level: Some(level),
@@ -192,7 +194,13 @@ mod tests {
 
     #[test]
     fn round_trips_binary_values_with_and_without_compression() {
-        for codec in [Codec::zstd(3), Codec::zstd(19), Codec::uncompressed()] {
+        for codec in [
+            Codec::default(),
+            Codec::zstd(-7),
+            Codec::zstd(3),
+            Codec::zstd(19),
+            Codec::uncompressed(),
+        ] {
             for value in [Vec::new(), vec![0u8], binary()] {
                 let stored = codec.encode("k", &value).unwrap();
                 assert_eq!(codec.decode("k", &stored).unwrap(), value, "{codec:?}");
@@ -224,17 +232,22 @@ mod tests {
     #[test]
     fn compresses_repetitive_values() {
         let value = b"page_view;".repeat(10_000);
-        let stored = Codec::zstd(3).encode("k", &value).unwrap();
-        assert!(stored.len() < value.len() / 20, "{} bytes", stored.len());
+        for codec in [Codec::default(), Codec::zstd(3)] {
+            let stored = codec.encode("k", &value).unwrap();
+            assert!(stored.len() < value.len() / 20, "{codec:?}: {} bytes", stored.len());
+        }
     }
 
     #[test]
     fn any_level_reads_any_other() {
-        let stored = Codec::zstd(1).encode("k", &binary()).unwrap();
-        assert_eq!(
-            Codec::uncompressed().decode("k", &stored).unwrap(),
-            binary()
-        );
+        for level in [-7, DEFAULT_ZSTD_LEVEL, 1, 19] {
+            let stored = Codec::zstd(level).encode("k", &binary()).unwrap();
+            assert_eq!(
+                Codec::uncompressed().decode("k", &stored).unwrap(),
+                binary()
+            );
+            assert_eq!(Codec::zstd(3).decode("k", &stored).unwrap(), binary());
+        }
     }
 
     #[test]
