@@ -267,6 +267,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 }
             }
             self.next_flush_ms = next;
+            due.sort_unstable();
             for key in due {
                 self.flush(&key, &mut out).await?;
             }
@@ -301,8 +302,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// checkpoint interval.
     pub async fn flush_pending(&mut self) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
-        let keys: Vec<String> = self.state.pending.keys().cloned().collect();
-        for key in keys {
+        for key in super::sorted_keys(&self.state.pending) {
             self.flush(&key, &mut out).await?;
         }
         Ok(out)
@@ -314,12 +314,10 @@ impl<H: HistoryStore> KeyGroup<H> {
     pub async fn finish(&mut self) -> Result<Vec<Output>, EngineError> {
         self.prefetched.clear();
         let mut out = Vec::new();
-        let keys: Vec<String> = self.state.open.keys().cloned().collect();
-        for key in keys {
+        for key in super::sorted_keys(&self.state.open) {
             self.close(&key, None, None, &mut out).await?;
         }
-        let keys: Vec<String> = self.state.pending.keys().cloned().collect();
-        for key in keys {
+        for key in super::sorted_keys(&self.state.pending) {
             self.flush(&key, &mut out).await?;
         }
         Ok(out)
@@ -661,7 +659,7 @@ fn decode_history(
     }
 }
 
-fn closed_len(pending: &std::collections::BTreeMap<String, PendingKey>, key: &str) -> usize {
+fn closed_len(pending: &HashMap<String, PendingKey>, key: &str) -> usize {
     pending.get(key).map_or(0, |p| p.sessions.len())
 }
 

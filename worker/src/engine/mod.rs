@@ -43,7 +43,7 @@ pub(crate) mod memory_history;
 mod tests;
 pub mod watermark;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -213,6 +213,11 @@ pub struct KeyMeta {
 }
 
 /// Everything a key group keeps in memory; what a checkpoint stores.
+///
+/// The per-key maps are hash maps: every event looks its key up in two or three of them, and with
+/// thousands of keys a B-tree's string comparisons cost more than hashing the key once. A
+/// checkpoint still writes them sorted by key ([`sorted`]), so equal states encode to equal
+/// bytes, and the engine sorts keys wherever it walks a map to emit records.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyGroupState {
     /// The key group (source partition index).
@@ -221,15 +226,35 @@ pub struct KeyGroupState {
     pub watermark: Watermark,
     /// Open sessions by key, pairwise more than `gap` apart. Their event ids are the dedup
     /// window for on-time events.
-    pub open: BTreeMap<String, Vec<Session>>,
+    #[serde(serialize_with = "sorted")]
+    pub open: HashMap<String, Vec<Session>>,
     /// Close timers: `(deadline, key)`, one per key with open sessions.
     pub timers: BTreeSet<(i64, String)>,
     /// Per-key metadata, for keys with open sessions.
-    pub meta: BTreeMap<String, KeyMeta>,
+    #[serde(serialize_with = "sorted")]
+    pub meta: HashMap<String, KeyMeta>,
     /// Buffered late updates by key.
-    pub pending: BTreeMap<String, PendingKey>,
+    #[serde(serialize_with = "sorted")]
+    pub pending: HashMap<String, PendingKey>,
     /// Counters.
     pub counters: Counters,
+}
+
+/// Serializes a per-key map in key order.
+fn sorted<V: Serialize, S: serde::Serializer>(
+    map: &HashMap<String, V>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let ordered: BTreeMap<&String, &V> = map.iter().collect();
+    ordered.serialize(serializer)
+}
+
+/// The keys of a per-key map, sorted: the order the engine walks them in when it emits records,
+/// so a replay emits them in the same order.
+fn sorted_keys<V>(map: &HashMap<String, V>) -> Vec<String> {
+    let mut keys: Vec<String> = map.keys().cloned().collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// Why the engine could not go on; the worker stops and restores from its last checkpoint.

@@ -1099,3 +1099,29 @@ proptest! {
         check(&config(), &inputs, Some((at, crash)));
     }
 }
+
+#[test]
+fn a_state_encodes_to_the_same_bytes_whatever_order_its_keys_arrived_in() {
+    let keys: Vec<String> = (0..64).map(|i| format!("user-{i}")).collect();
+    let state = |order: &mut dyn Iterator<Item = &String>| {
+        let mut state = KeyGroupState::default();
+        for key in order {
+            state.open.insert(key.clone(), Vec::new());
+            let deadline = i64::try_from(key.len()).unwrap();
+            let meta = KeyMeta {
+                deadline,
+                ..KeyMeta::default()
+            };
+            state.meta.insert(key.clone(), meta);
+            state.pending.insert(key.clone(), PendingKey::default());
+        }
+        state
+    };
+    let forward = state(&mut keys.iter());
+    let backward = state(&mut keys.iter().rev());
+    assert_eq!(forward, backward);
+    let bytes = |s: &KeyGroupState| rmp_serde::to_vec_named(s).unwrap();
+    assert_eq!(bytes(&forward), bytes(&backward));
+    let decoded: KeyGroupState = rmp_serde::from_slice(&bytes(&forward)).unwrap();
+    assert_eq!(decoded, forward);
+}

@@ -234,7 +234,11 @@ mod tests {
         let value = b"page_view;".repeat(10_000);
         for codec in [Codec::default(), Codec::zstd(3)] {
             let stored = codec.encode("k", &value).unwrap();
-            assert!(stored.len() < value.len() / 20, "{codec:?}: {} bytes", stored.len());
+            assert!(
+                stored.len() < value.len() / 20,
+                "{codec:?}: {} bytes",
+                stored.len()
+            );
         }
     }
 
