@@ -14,8 +14,8 @@ use crate::refs::{CaSecretRef, CredentialsSecretRef, SecretRef};
 /// Default of `history.ttl`: one week, how late async services may still report.
 pub const DEFAULT_TTL: &str = "168h";
 /// Default of `history.compression.level`: zstd's first fast level. A closed session is a
-/// value of well under a kilobyte or two, where building level 1+'s entropy tables costs far
-/// more than the few percent of bytes they save (see [`MIN_ZSTD_LEVEL`]).
+/// value of around a kilobyte, where building the entropy tables of levels 1 and up costs far
+/// more CPU than the few percent of bytes they save.
 pub const DEFAULT_ZSTD_LEVEL: i32 = -1;
 /// Lowest `history.compression.level`: zstd's fast levels (`zstd --fast=N` is level `-N`) trade
 /// ratio for speed; below -7 they barely compress session-sized values.
