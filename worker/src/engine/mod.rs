@@ -217,7 +217,7 @@ pub struct KeyMeta {
 /// The per-key maps are hash maps: every event looks its key up in two or three of them, and with
 /// thousands of keys a B-tree's string comparisons cost more than hashing the key once. They use
 /// std's randomly seeded hasher, so whoever writes the source topic cannot pick keys that
-/// collide. A checkpoint still writes them sorted by key ([`sorted`]), so equal states encode to
+/// collide. A checkpoint still writes them sorted by key, so equal states encode to
 /// equal bytes, and the engine sorts keys wherever it walks a map to emit records.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyGroupState {

@@ -47,8 +47,9 @@ impl Default for Codec {
 }
 
 impl Codec {
-    /// A codec compressing with zstd at `level` (the CRD allows -7 to 22; negative levels are
-    /// zstd's fast levels).
+    /// A codec compressing with zstd at `level` (the CRD allows
+    /// [`sessionizer_crds::session_job::MIN_ZSTD_LEVEL`] to
+    /// [`sessionizer_crds::session_job::MAX_ZSTD_LEVEL`]; negative levels are zstd's fast levels).
     pub fn zstd(level: i32) -> Self {
         Self {
             zstd_level: Some(level),
