@@ -21,6 +21,11 @@
 //!   is remembered and returned by every later call, which stops the worker. A record the store
 //!   refuses as too big is logged and counted, as the engine would have done.
 //! - Memory is bounded: at most [`MAX_PENDING`] keys wait; the next new key waits for room.
+//! - Batches fill before they go: a store pays per batch as much as per key (the embedded
+//!   store's commit rewrites its tree's upper pages and root whatever a commit carries), so
+//!   the drain task lingers up to [`LINGER`] for a batch to fill — as a Kafka producer does —
+//!   unless [`MAX_BATCH`] keys are ready or a flush is waiting. Without it, a stream loop
+//!   closing sessions at a steady pace hands the store batches of a handful of keys each.
 //!
 //! This module must never acknowledge a flush while a write queued before it is unfinished.
 
@@ -28,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
 
@@ -36,6 +41,9 @@ use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
 pub const MAX_BATCH: usize = 512;
 /// Most keys queued or being written at once; a new key waits for room beyond it.
 pub const MAX_PENDING: usize = 8192;
+/// Longest a batch waits to fill before it is written (readers see queued values meanwhile,
+/// and a flush never waits for it).
+pub const LINGER: Duration = Duration::from_millis(20);
 
 /// What is known about a key with a queued or unfinished write.
 #[derive(Debug)]
@@ -55,6 +63,8 @@ struct State {
     ready: VecDeque<String>,
     /// Whether the drain task is running.
     draining: bool,
+    /// Whether a flush waits, so batches must not linger (cleared when the queue is empty).
+    urgent: bool,
     /// A failure that stops the worker.
     fatal: Option<HistoryError>,
 }
@@ -65,6 +75,8 @@ struct Shared<H> {
     state: Mutex<State>,
     /// Keys queued or being written (`State::keys.len()`); `flush` waits for 0.
     busy: watch::Sender<usize>,
+    /// Ends the drain task's linger early: a full batch is ready, or a flush waits.
+    hurry: Notify,
 }
 
 /// A write-behind [`HistoryStore`] over `H`. Cheap to clone; clones share the queue.
@@ -89,6 +101,7 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
                 store,
                 state: Mutex::new(State::default()),
                 busy: watch::Sender::new(0),
+                hurry: Notify::new(),
             }),
         }
     }
@@ -106,6 +119,8 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
     /// Waits until every change queued before the call is stored and durable
     /// ([`HistoryStore::sync`]); fails if a write (or the sync) failed for good.
     pub async fn flush(&self) -> Result<(), HistoryError> {
+        self.lock().urgent = true;
+        self.shared.hurry.notify_one();
         let mut busy = self.shared.busy.subscribe();
         // Keys queued later may keep `busy` above 0 for a while; that only makes this wait
         // longer, never shorter.
@@ -177,6 +192,9 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
     }
 
     fn start_draining(&self, state: &mut State) {
+        if state.ready.len() >= MAX_BATCH {
+            self.shared.hurry.notify_one();
+        }
         if state.draining {
             return;
         }
@@ -188,10 +206,21 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
     /// Writes batches of ready keys until none is left (or a write failed for good).
     async fn drain(&self) {
         loop {
+            let linger = {
+                let state = self.lock();
+                !state.urgent && state.fatal.is_none() && state.ready.len() < MAX_BATCH
+            };
+            if linger {
+                tokio::select! {
+                    () = self.shared.hurry.notified() => {}
+                    () = tokio::time::sleep(LINGER) => {}
+                }
+            }
             let batch: Vec<KeyWrite> = {
                 let mut state = self.lock();
                 if state.ready.is_empty() || state.fatal.is_some() {
                     state.draining = false;
+                    state.urgent = false;
                     return;
                 }
                 let take = state.ready.len().min(MAX_BATCH);
@@ -605,6 +634,62 @@ mod tests {
         for n in 0..40 {
             assert_eq!(store.get(&format!("k{n}")).await.unwrap(), Some(vec![49]));
         }
+    }
+
+    /// Waits on the paused test clock, 1 ms at a time, for at most 5 s of it, until the store
+    /// has taken `writes` writes; returns how much of the clock that took.
+    async fn clock_until_written(store: &Gated, writes: u32) -> Duration {
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while store.writes.load(Ordering::SeqCst) < writes {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("writes not stored within 5 s");
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_up_to_linger_for_more_keys() {
+        let store = Gated::default();
+        store.open(1000);
+        let history = WriteBehind::new(store.clone());
+        history.put("a", b"v", TTL).await.unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.writes.load(Ordering::SeqCst), 0, "the batch lingers");
+        history.put("b", b"v", TTL).await.unwrap();
+        history.put("c", b"v", TTL).await.unwrap();
+        let took = clock_until_written(&store, 3).await;
+        assert!(took >= LINGER - Duration::from_millis(1), "{took:?}");
+        assert_eq!(*store.batches.lock().unwrap(), vec![3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_and_a_flush_do_not_wait_for_linger() {
+        let store = Gated::default();
+        store.open(10_000);
+        let history = WriteBehind::new(store.clone());
+        for n in 0..MAX_BATCH {
+            history.put(&format!("k{n}"), b"v", TTL).await.unwrap();
+            if n == 0 {
+                // The drain task starts and lingers for the rest.
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        let took = clock_until_written(&store, MAX_BATCH as u32).await;
+        assert!(took < LINGER, "a full batch went after {took:?}");
+
+        history.put("last", b"v", TTL).await.unwrap();
+        let started = tokio::time::Instant::now();
+        history.flush().await.unwrap();
+        // On the paused clock, any wait for the linger would have shown as elapsed time.
+        assert!(started.elapsed() < LINGER, "{:?}", started.elapsed());
+        assert!(store.get("last").await.unwrap().is_some());
     }
 
     /// Polls `condition`, yielding to the runtime in between, for at most 5 seconds.
