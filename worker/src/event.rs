@@ -6,7 +6,6 @@
 //! session is the engine's business.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -67,8 +66,10 @@ pub struct Event {
     pub kind: EventKind,
     /// Page number, if the event has one.
     pub page_number: Option<i64>,
-    /// Every other field of the event.
-    pub attributes: BTreeMap<String, Value>,
+    /// Every other field of the event, sorted by name, each name once (a repeated name keeps
+    /// its last value, as a JSON object would). A list, not a map: an event has a handful of
+    /// attributes, and the engine only ever walks them.
+    pub attributes: Vec<(String, Value)>,
     /// Size of the raw event in bytes (what counts toward `maxSessionBytes`).
     pub bytes: u64,
 }
@@ -124,7 +125,7 @@ struct Parts {
     time: Option<Value>,
     kind: Option<Value>,
     page_number: Option<Value>,
-    attributes: BTreeMap<String, Value>,
+    attributes: Vec<(String, Value)>,
 }
 
 impl Parts {
@@ -156,13 +157,16 @@ impl Parts {
         } else if name == fields.page_number {
             &mut self.page_number
         } else {
-            self.attributes.insert(owned(), value);
+            match self.attributes.iter_mut().find(|(known, _)| known == name) {
+                Some((_, slot)) => *slot = value,
+                None => self.attributes.push((owned(), value)),
+            }
             return;
         };
         *slot = Some(value);
     }
 
-    fn into_event(self, fields: &FieldNames, bytes: u64) -> Result<Event, Malformed> {
+    fn into_event(mut self, fields: &FieldNames, bytes: u64) -> Result<Event, Malformed> {
         let id = required_string(self.id, &fields.event_id)?;
         let key = required_string(self.key, &fields.user_id)?;
         let time = match self.time {
@@ -183,6 +187,8 @@ impl Parts {
                 reason: "not an integer",
             })?),
         };
+        // Names are unique: the order is the names' whatever order they arrived in.
+        self.attributes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Ok(Event {
             id,
             key,
@@ -285,7 +291,7 @@ mod tests {
         assert_eq!(e.time, 5);
         assert_eq!(e.kind, EventKind::Pageview);
         assert_eq!(e.page_number, Some(3));
-        assert_eq!(e.attributes.get("url"), Some(&Value::from("/a")));
+        assert_eq!(e.attributes, vec![(String::from("url"), Value::from("/a"))]);
         assert_eq!(e.bytes, raw.len() as u64);
     }
 
@@ -344,7 +350,10 @@ mod tests {
         assert_eq!((escaped.id.as_str(), escaped.key.as_str()), ("e", "u"));
         let repeated = decode(&raws[raws.len() - 6], &fields()).unwrap();
         assert_eq!(repeated.id, "b");
-        assert_eq!(repeated.attributes.get("k"), Some(&Value::from(2)));
+        assert_eq!(
+            repeated.attributes,
+            vec![(String::from("k"), Value::from(2))]
+        );
     }
 
     #[test]

@@ -95,12 +95,12 @@ pub fn sessionize<'a>(
                         result.over_byte_cap += 1;
                     } else {
                         accepted.insert(event.id.clone());
-                        s.add(&event);
+                        s.add(event);
                     }
                 }
                 _ => {
                     accepted.insert(event.id.clone());
-                    if let Some(done) = current.replace(Session::from_event(&event)) {
+                    if let Some(done) = current.replace(Session::from_event(event)) {
                         let record = done.record();
                         result.sessions.insert(record.session_id.clone(), record);
                     }

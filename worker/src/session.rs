@@ -8,6 +8,7 @@
 //!
 //! This module must never do I/O or read a clock.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,7 @@ fn widen(span: Option<(i64, i64)>, t: i64) -> Option<(i64, i64)> {
 
 impl Session {
     /// A session of one event.
-    pub fn from_event(event: &Event) -> Self {
+    pub fn from_event(event: Event) -> Self {
         let mut session = Session {
             key: event.key.clone(),
             ..Session::default()
@@ -121,36 +122,61 @@ impl Session {
         session
     }
 
-    /// Adds one event (a no-op for an id already present).
-    pub fn add(&mut self, event: &Event) {
-        if self.events.contains_key(&event.id) {
+    /// Adds one event (a no-op for an id already present). The event is taken, so its id and
+    /// attribute values move into the session instead of being copied.
+    pub fn add(&mut self, event: Event) {
+        let Event {
+            id,
+            time,
+            kind,
+            bytes,
+            attributes,
+            ..
+        } = event;
+        if self.events.contains_key(&id) {
             return;
         }
+        self.span = widen(self.span, time);
+        self.total_bytes += bytes;
+        for (name, value) in attributes {
+            match self.attributes.get_mut(name.as_str()) {
+                // Overwritten in place: most events of a session set the same attributes.
+                Some(old) => {
+                    if (time, id.as_str()) > (old.t, old.e.as_str()) {
+                        old.v = value;
+                        old.t = time;
+                        old.e.clone_from(&id);
+                    }
+                }
+                None => {
+                    let attr = Attr {
+                        v: value,
+                        t: time,
+                        e: id.clone(),
+                    };
+                    self.attributes.insert(name, attr);
+                }
+            }
+        }
         self.events.insert(
-            event.id.clone(),
+            id,
             EventMeta {
-                t: event.time,
-                k: event.kind,
-                b: event.bytes,
+                t: time,
+                k: kind,
+                b: bytes,
             },
         );
-        self.span = widen(self.span, event.time);
-        self.total_bytes += event.bytes;
-        for (name, value) in &event.attributes {
-            let attr = Attr {
-                v: value.clone(),
-                t: event.time,
-                e: event.id.clone(),
-            };
-            self.put_attr(name, attr);
-        }
     }
 
-    fn put_attr(&mut self, name: &str, attr: Attr) {
-        match self.attributes.get(name) {
-            Some(old) if !attr.wins_over(old) => {}
-            _ => {
-                self.attributes.insert(name.to_owned(), attr);
+    fn put_attr(&mut self, name: String, attr: Attr) {
+        match self.attributes.entry(name) {
+            Entry::Vacant(slot) => {
+                slot.insert(attr);
+            }
+            Entry::Occupied(mut slot) => {
+                if attr.wins_over(slot.get()) {
+                    slot.insert(attr);
+                }
             }
         }
     }
@@ -162,14 +188,14 @@ impl Session {
             std::mem::swap(self, &mut other);
         }
         for (id, meta) in other.events {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.events.entry(id) {
+            if let Entry::Vacant(slot) = self.events.entry(id) {
                 self.span = widen(self.span, meta.t);
                 self.total_bytes += meta.b;
                 slot.insert(meta);
             }
         }
         for (name, attr) in other.attributes {
-            self.put_attr(&name, attr);
+            self.put_attr(name, attr);
         }
         self.emitted_ids.extend(other.emitted_ids);
     }
@@ -397,25 +423,25 @@ mod tests {
 
     #[test]
     fn merge_is_idempotent_and_commutative() {
-        let mut a = Session::from_event(&ev("a", 1, r#","x":1"#));
-        let b = Session::from_event(&ev("b", 2, r#","x":2"#));
+        let mut a = Session::from_event(ev("a", 1, r#","x":1"#));
+        let b = Session::from_event(ev("b", 2, r#","x":2"#));
         let mut b2 = b.clone();
         a.absorb(b.clone());
         let once = a.clone();
         a.absorb(b);
         assert_eq!(a, once);
-        b2.absorb(Session::from_event(&ev("a", 1, r#","x":1"#)));
+        b2.absorb(Session::from_event(ev("a", 1, r#","x":1"#)));
         assert_eq!(b2, once);
         assert_eq!(once.record().attributes.unwrap()["x"], Value::from(2));
     }
 
     #[test]
     fn the_id_depends_on_the_first_event_only() {
-        let mut a = Session::from_event(&ev("b", 5, ""));
+        let mut a = Session::from_event(ev("b", 5, ""));
         let id_b = a.id();
-        a.add(&ev("c", 9, ""));
+        a.add(ev("c", 9, ""));
         assert_eq!(a.id(), id_b);
-        a.add(&ev("a", 3, ""));
+        a.add(ev("a", 3, ""));
         assert_ne!(a.id(), id_b);
         assert_eq!(a.id(), session_id("u", 3, "a"));
         assert_eq!(a.id().len(), 32);
@@ -423,7 +449,7 @@ mod tests {
 
     #[test]
     fn final_sessions_keep_the_latest_version_and_drop_tombstones() {
-        let s = Session::from_event(&ev("a", 1, ""));
+        let s = Session::from_event(ev("a", 1, ""));
         let mut r1 = s.record();
         let mut r2 = r1.clone();
         r2.version = 2;
@@ -439,7 +465,7 @@ mod tests {
 
     #[test]
     fn history_values_round_trip() {
-        let s = Session::from_event(&ev("a", 1, r#","x":[1,2]"#));
+        let s = Session::from_event(ev("a", 1, r#","x":[1,2]"#));
         let bytes = HistoryValue::encode(std::slice::from_ref(&s)).unwrap();
         assert_eq!(HistoryValue::decode(&bytes).unwrap(), vec![s]);
     }

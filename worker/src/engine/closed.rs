@@ -303,9 +303,9 @@ mod tests {
             );
             let event = decode(raw.as_bytes(), &FieldNames::default()).unwrap();
             if s.events.is_empty() {
-                s = Session::from_event(&event);
+                s = Session::from_event(event);
             } else {
-                s.add(&event);
+                s.add(event);
             }
         }
         s

@@ -251,6 +251,9 @@ impl<H: HistoryStore> KeyGroup<H> {
                 .map(|(_, key)| key.clone())
                 .collect();
             let mut closed = self.prefetch(&due).await?;
+            // About one record per key: grown by doubling, a large tick's records would be
+            // copied over and over into freshly faulted pages.
+            out.reserve(due.len());
             for key in due {
                 let closed = closed.remove(&key);
                 self.close(&key, Some(wm), closed, &mut out).await?;
@@ -330,16 +333,20 @@ impl<H: HistoryStore> KeyGroup<H> {
         watermark: Option<i64>,
         now_ms: i64,
     ) -> Result<(), EngineError> {
-        let key = event.key.clone();
         let gap = self.config.gap_ms;
         let mut closed = if late {
-            self.closed_view(&key).await?
+            self.closed_view(&event.key).await?
         } else {
             ClosedSessions::default()
         };
-        let open = self.state.open.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let open = self
+            .state
+            .open
+            .get(&event.key)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let seen = |s: &Session| s.events.contains_key(&event.id);
-        if open.iter().any(seen) || closed.contains_event(&key, &event.id, event.time)? {
+        if open.iter().any(seen) || closed.contains_event(&event.key, &event.id, event.time)? {
             self.state.counters.duplicates += 1;
             return Ok(());
         }
@@ -351,18 +358,24 @@ impl<H: HistoryStore> KeyGroup<H> {
             + closed.touching_bytes(event.time, gap);
         if touched_bytes >= self.config.max_session_bytes {
             self.state.counters.over_byte_cap += 1;
-            if let Some(meta) = self.state.meta.get_mut(&key) {
+            if let Some(meta) = self.state.meta.get_mut(&event.key) {
                 meta.rejected_events += 1;
             }
-            debug!(%key, bytes = touched_bytes, "session reached maxSessionBytes; rejecting an event");
+            debug!(key = %event.key, bytes = touched_bytes, "session reached maxSessionBytes; rejecting an event");
             return Ok(());
         }
-        if !late && self.add_in_place(&key, &event) {
-            return Ok(());
-        }
+        let event = if late {
+            event
+        } else {
+            match self.add_in_place(event) {
+                None => return Ok(()),
+                Some(event) => event,
+            }
+        };
 
+        let key = event.key.clone();
         let mut open = self.take_open(&key);
-        let mut merged = Session::from_event(&event);
+        let mut merged = Session::from_event(event);
         let mut touched_open = false;
         let mut touched_closed = false;
         // Absorb every session within `gap` until none is left: one event can bridge several.
@@ -424,13 +437,16 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// lands in exactly one open session of its key, so that session grows in place and the
     /// key's timer moves only if its deadline does. It cannot bridge the session to another: open
     /// sessions are pairwise more than `gap` apart, so the grown session reaches another only if
-    /// the event itself does. Returns `false`, changing nothing, when the general merge in
+    /// the event itself does. Gives the event back, changing nothing, when the general merge in
     /// [`Self::accept`] is needed.
-    fn add_in_place(&mut self, key: &str, event: &Event) -> bool {
+    fn add_in_place(&mut self, mut event: Event) -> Option<Event> {
         let gap = self.config.gap_ms;
         let state = &mut self.state;
-        let (Some(open), Some(meta)) = (state.open.get_mut(key), state.meta.get_mut(key)) else {
-            return false;
+        let (Some(open), Some(meta)) = (
+            state.open.get_mut(&event.key),
+            state.meta.get_mut(&event.key),
+        ) else {
+            return Some(event);
         };
         let mut touching = open
             .iter()
@@ -438,21 +454,25 @@ impl<H: HistoryStore> KeyGroup<H> {
             .filter(|(_, s)| s.touches(event.time, gap))
             .map(|(i, _)| i);
         let (Some(i), None) = (touching.next(), touching.next()) else {
-            return false;
+            return Some(event);
         };
-        open[i].add(event);
         meta.open_bytes += event.bytes;
+        // The session has the key already; the event's copy can serve as the timer's.
+        let key = std::mem::take(&mut event.key);
+        open[i].add(event);
         let deadline = open
             .iter()
             .map(|s| s.end().saturating_add(gap))
             .min()
             .unwrap_or(meta.deadline);
         if deadline != meta.deadline {
-            state.timers.remove(&(meta.deadline, key.to_owned()));
-            state.timers.insert((deadline, key.to_owned()));
+            let mut timer = (meta.deadline, key);
+            state.timers.remove(&timer);
+            timer.0 = deadline;
+            state.timers.insert(timer);
             meta.deadline = deadline;
         }
-        true
+        None
     }
 
     /// Closes the open sessions of `key` that are due at `watermark` (all when `None`);

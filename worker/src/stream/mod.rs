@@ -373,6 +373,8 @@ async fn drive(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_commit = Instant::now() + settings.commit_interval;
     let mut next_status = Instant::now() + settings.status_interval;
+    // One buffer for every batch (see `Pipeline::on_batch`).
+    let mut batch = Vec::with_capacity(settings.max_batch);
     loop {
         let room = p.sink.in_flight() < settings.max_in_flight;
         tokio::select! {
@@ -419,7 +421,6 @@ async fn drive(
             message = messages.next(), if room => {
                 let now = now_ms();
                 let seq = p.ledger.open();
-                let mut batch = Vec::with_capacity(settings.max_batch);
                 let mut next = message;
                 while let Some(message) = next {
                     match message {
@@ -433,7 +434,7 @@ async fn drive(
                     next = messages.next().now_or_never().flatten();
                 }
                 apply_history_ttl(p, &mut history_ttl);
-                p.on_batch(seq, batch, now).await?;
+                p.on_batch(seq, &mut batch, now).await?;
                 p.ledger.seal(seq);
             }
         }
