@@ -43,8 +43,15 @@ struct Segment {
 
 impl Segment {
     fn of(session: Session) -> Self {
+        let id = session.id();
+        Self::identified(session, id)
+    }
+
+    /// A segment of `session`, whose id ([`Session::id`]) is `id`.
+    fn identified(session: Session, id: String) -> Self {
+        debug_assert_eq!(id, session.id());
         Self {
-            id: session.id(),
+            id,
             start: session.start(),
             end: session.end(),
             bytes: session.bytes(),
@@ -123,7 +130,8 @@ impl ClosedSessions {
             let sessions = HistoryValue::decode(value).map_err(|e| corrupt(key, e.to_string()))?;
             return Ok(Self::from_sessions(sessions));
         };
-        let stored: Value<Stored<serde_bytes::ByteBuf>> =
+        // Bodies borrowed from `value`, then copied once into their shared buffers.
+        let stored: Value<Stored<&serde_bytes::Bytes>> =
             rmp_serde::from_slice(rest).map_err(|e| corrupt(key, e.to_string()))?;
         if stored.v != FORMAT {
             return Err(corrupt(key, format!("unknown history format {}", stored.v)));
@@ -136,7 +144,7 @@ impl ClosedSessions {
                 start: s.start,
                 end: s.end,
                 bytes: s.bytes,
-                body: Some(Arc::from(s.body.into_vec())),
+                body: Some(Arc::from(&s.body[..])),
                 session: None,
             })
             .collect();
@@ -230,6 +238,11 @@ impl ClosedSessions {
     /// Adds a session.
     pub fn push(&mut self, session: Session) {
         self.segments.push(Segment::of(session));
+    }
+
+    /// Adds a session whose id ([`Session::id`], a hash) the caller has already computed.
+    pub fn push_identified(&mut self, session: Session, id: String) {
+        self.segments.push(Segment::identified(session, id));
     }
 
     /// Drops sessions no event can reach any more (`end + gap < watermark − allowedLateness`),

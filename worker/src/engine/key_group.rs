@@ -512,8 +512,8 @@ impl<H: HistoryStore> KeyGroup<H> {
                     merged.absorb(s);
                 }
             }
-            let id = merged.id();
             let record = merged.record();
+            let id = record.session_id.clone();
             events += merged.events.len();
             bytes += merged.bytes();
             let retired: Vec<String> = merged
@@ -534,8 +534,8 @@ impl<H: HistoryStore> KeyGroup<H> {
             }
             out.push(self.output(record));
             self.state.counters.sessions_closed += 1;
-            merged.emitted_ids = BTreeSet::from([id]);
-            closed.push(merged);
+            merged.emitted_ids = BTreeSet::from([id.clone()]);
+            closed.push_identified(merged, id);
         }
         let watermark = self.watermark();
         let lateness = self.config.allowed_lateness_ms;
