@@ -309,4 +309,21 @@ fn sink_state_reaches_the_expected_sessions_only_when_they_are_equal() {
     tombstoned.deleted = true;
     state.add(&json(&tombstoned));
     assert!(!state.reached(), "an expected session deleted");
+
+    // The expected version is judged by content, not by bytes.
+    let last = |payload: Vec<u8>| {
+        let mut state = SinkState::expecting(want.clone());
+        for record in &records[1..] {
+            state.add(&json(record));
+        }
+        state.add(&payload);
+        state.reached()
+    };
+    let mut changed = records[0].clone();
+    changed.bytes = changed.bytes.map(|b| b + 1);
+    assert!(!last(json(&changed)), "the expected version, other content");
+    // Fields in another order (a JSON value's sorted keys): other bytes, the same record.
+    let reordered = serde_json::to_vec(&serde_json::to_value(records[0]).unwrap()).unwrap();
+    assert_ne!(reordered, json(records[0]));
+    assert!(last(reordered), "the expected record, serialized otherwise");
 }

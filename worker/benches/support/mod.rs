@@ -5,7 +5,7 @@
 //! Included by both with `#[path]`, so each uses only part of it. It must never talk to anything
 //! but the loopback servers of the local environment, and never wait by sleeping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -323,54 +323,121 @@ impl TopicReader {
 /// tombstones are dropped), maintained incrementally — and, when built [`SinkState::expecting`]
 /// a set of final sessions, how far the sink is from it, kept up to date per record so a
 /// benchmark can tell the moment it is reached without comparing everything again.
+///
+/// It runs while a benchmark's clock runs, on the cores the workers use, so it reads only the
+/// head of each record (id, version, key, deleted) and keeps the payload as is: a record whose
+/// version is the expected one is compared as bytes with the expected record as the worker
+/// writes it, and parsed only if those differ. Whole records are parsed off the clock, by
+/// [`SinkState::final_sessions`].
 #[derive(Default)]
 pub struct SinkState {
-    latest: BTreeMap<String, SessionRecord>,
+    latest: HashMap<String, Latest>,
     /// Records read.
     pub records: u64,
     /// The final sessions expected (sentinel sessions left out).
     want: BTreeMap<String, SessionRecord>,
+    /// The expected records as JSON, as the worker serializes them.
+    want_json: HashMap<String, Vec<u8>>,
     /// Live non-sentinel sessions whose latest record is not the expected one.
     unexpected: usize,
     /// Expected sessions whose latest record is the expected one.
     matching: usize,
 }
 
+/// The latest record of one session id.
+struct Latest {
+    version: u64,
+    payload: Vec<u8>,
+    judged: Judged,
+}
+
+/// What the latest record of an id means for the distance to the expected sessions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    /// The expected final record of an expected session.
+    Expected,
+    /// A live session that is not (yet) as expected.
+    Unexpected,
+    /// A tombstone or a sentinel session: neither.
+    Neither,
+}
+
+/// The fields of a sink record [`SinkState::add`] reads; the rest is skipped.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    #[serde(borrow)]
+    session_id: std::borrow::Cow<'a, str>,
+    version: u64,
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    deleted: bool,
+}
+
 impl SinkState {
     /// A state that tracks its distance to `want` (final sessions without sentinels).
     pub fn expecting(want: BTreeMap<String, SessionRecord>) -> Self {
+        let want_json = want
+            .iter()
+            .map(|(id, record)| (id.clone(), serde_json::to_vec(record).unwrap()))
+            .collect();
         Self {
             want,
+            want_json,
             ..Self::default()
         }
     }
 
     /// Adds one sink record.
     pub fn add(&mut self, payload: &[u8]) {
-        let record: SessionRecord = serde_json::from_slice(payload)
+        let head: Head = serde_json::from_slice(payload)
             .unwrap_or_else(|e| panic!("a sink record is not a session record: {e}"));
         self.records += 1;
-        let old = match self.latest.get(&record.session_id) {
-            Some(old) if old.version >= record.version => return,
-            old => old.map(|old| self.judge(old)),
+        let old = match self.latest.get(head.session_id.as_ref()) {
+            Some(old) if old.version >= head.version => return,
+            old => old.map(|old| old.judged),
         };
-        let new = self.judge(&record);
-        if let Some((matched, unexpected)) = old {
-            self.matching -= usize::from(matched);
-            self.unexpected -= usize::from(unexpected);
+        let new = self.judge(&head, payload);
+        if let Some(old) = old {
+            self.count(old, -1);
         }
-        self.matching += usize::from(new.0);
-        self.unexpected += usize::from(new.1);
-        self.latest.insert(record.session_id.clone(), record);
+        self.count(new, 1);
+        let latest = Latest {
+            version: head.version,
+            payload: payload.to_vec(),
+            judged: new,
+        };
+        self.latest.insert(head.session_id.into_owned(), latest);
     }
 
-    /// Whether `record`, as the latest of its id, is (expected, an unexpected live session).
-    fn judge(&self, record: &SessionRecord) -> (bool, bool) {
-        if record.deleted || record.key.starts_with(SENTINEL_PREFIX) {
-            return (false, false);
+    fn count(&mut self, judged: Judged, by: isize) {
+        let counter = match judged {
+            Judged::Expected => &mut self.matching,
+            Judged::Unexpected => &mut self.unexpected,
+            Judged::Neither => return,
+        };
+        *counter = counter.checked_add_signed(by).unwrap();
+    }
+
+    /// What `payload` (whose head is `head`) means as the latest record of its id.
+    fn judge(&self, head: &Head, payload: &[u8]) -> Judged {
+        if head.deleted || head.key.starts_with(SENTINEL_PREFIX) {
+            return Judged::Neither;
         }
-        let matched = self.want.get(&record.session_id) == Some(record);
-        (matched, !matched)
+        let id = head.session_id.as_ref();
+        let expected = match self.want.get(id) {
+            Some(want) if want.version == head.version => {
+                self.want_json.get(id).is_some_and(|json| json == payload)
+                    || serde_json::from_slice::<SessionRecord>(payload).unwrap() == *want
+            }
+            _ => false,
+        };
+        if expected {
+            Judged::Expected
+        } else {
+            Judged::Unexpected
+        }
     }
 
     /// Whether the final sessions (sentinels left out) are exactly the expected ones.
@@ -380,7 +447,12 @@ impl SinkState {
 
     /// `final_sessions` of everything read.
     pub fn final_sessions(&self) -> BTreeMap<String, SessionRecord> {
-        sessionizer_worker::session::final_sessions(self.latest.values())
+        let records: Vec<SessionRecord> = self
+            .latest
+            .values()
+            .map(|latest| serde_json::from_slice(&latest.payload).unwrap())
+            .collect();
+        sessionizer_worker::session::final_sessions(records.iter())
     }
 }
 
