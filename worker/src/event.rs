@@ -187,7 +187,7 @@ impl Parts {
                 reason: "not an integer",
             })?),
         };
-        // Names are unique: the order is the names' whatever order they arrived in.
+        // The same event whatever order its fields arrived in (names are unique here).
         self.attributes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Ok(Event {
             id,

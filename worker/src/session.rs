@@ -41,7 +41,12 @@ pub struct Attr {
 
 impl Attr {
     fn wins_over(&self, other: &Attr) -> bool {
-        (self.t, &self.e) > (other.t, &other.e)
+        other.loses_to(self.t, &self.e)
+    }
+
+    /// Whether a value written by event `e` at time `t` replaces this one.
+    fn loses_to(&self, t: i64, e: &str) -> bool {
+        (self.t, self.e.as_str()) < (t, e)
     }
 }
 
@@ -142,7 +147,7 @@ impl Session {
             match self.attributes.get_mut(name.as_str()) {
                 // Overwritten in place: most events of a session set the same attributes.
                 Some(old) => {
-                    if (time, id.as_str()) > (old.t, old.e.as_str()) {
+                    if old.loses_to(time, &id) {
                         old.v = value;
                         old.t = time;
                         old.e.clone_from(&id);
