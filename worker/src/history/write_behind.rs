@@ -63,7 +63,8 @@ struct State {
     ready: VecDeque<String>,
     /// Whether the drain task is running.
     draining: bool,
-    /// Whether a flush waits, so batches must not linger (cleared when the queue is empty).
+    /// Whether a flush waits, so batches must not linger (set only while something is queued;
+    /// the drain task clears it when the queue is empty).
     urgent: bool,
     /// A failure that stops the worker.
     fatal: Option<HistoryError>,
@@ -119,8 +120,14 @@ impl<H: HistoryStore + Clone + 'static> WriteBehind<H> {
     /// Waits until every change queued before the call is stored and durable
     /// ([`HistoryStore::sync`]); fails if a write (or the sync) failed for good.
     pub async fn flush(&self) -> Result<(), HistoryError> {
-        self.lock().urgent = true;
-        self.shared.hurry.notify_one();
+        {
+            let mut state = self.lock();
+            // Something queued means a drain task is running, and it clears the flag when done.
+            if !state.keys.is_empty() {
+                state.urgent = true;
+                self.shared.hurry.notify_one();
+            }
+        }
         let mut busy = self.shared.busy.subscribe();
         // Keys queued later may keep `busy` above 0 for a while; that only makes this wait
         // longer, never shorter.
