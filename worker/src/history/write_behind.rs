@@ -699,6 +699,25 @@ mod tests {
         assert!(store.get("last").await.unwrap().is_some());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn batches_queued_while_a_flush_waits_do_not_linger() {
+        let store = Gated::default();
+        let history = WriteBehind::new(store.clone());
+        history.put("a", b"v", TTL).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let flushing = tokio::spawn({
+            let history = history.clone();
+            async move { history.flush().await }
+        });
+        wait_until(|| store.waiting() == 1).await;
+        // Queued behind the batch in flight: the flush waits for it too.
+        history.put("b", b"v", TTL).await.unwrap();
+        store.open(10);
+        flushing.await.unwrap().unwrap();
+        assert!(started.elapsed() < LINGER, "{:?}", started.elapsed());
+        assert_eq!(*store.batches.lock().unwrap(), vec![1, 1]);
+    }
+
     /// Polls `condition`, yielding to the runtime in between, for at most 5 seconds.
     async fn wait_until(condition: impl Fn() -> bool) {
         tokio::time::timeout(Duration::from_secs(5), async {
