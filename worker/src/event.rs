@@ -123,7 +123,8 @@ struct Parts {
     id: Option<Value>,
     key: Option<Value>,
     time: Option<Value>,
-    kind: Option<Value>,
+    /// The type field: `Some(None)` when it is not a non-empty string.
+    kind: Option<Option<EventKind>>,
     page_number: Option<Value>,
     attributes: Vec<(String, Value)>,
 }
@@ -146,14 +147,19 @@ impl Parts {
         value: Value,
         fields: &FieldNames,
     ) {
+        if name == fields.kind {
+            self.kind = Some(match &value {
+                Value::String(kind) => kind_of(kind),
+                _ => None,
+            });
+            return;
+        }
         let slot = if name == fields.event_id {
             &mut self.id
         } else if name == fields.user_id {
             &mut self.key
         } else if name == fields.timestamp {
             &mut self.time
-        } else if name == fields.kind {
-            &mut self.kind
         } else if name == fields.page_number {
             &mut self.page_number
         } else {
@@ -176,9 +182,15 @@ impl Parts {
                 reason: "not a non-negative integer (epoch milliseconds)",
             })?,
         };
-        let kind = match required_string(self.kind, &fields.kind)?.as_str() {
-            PAGEVIEW => EventKind::Pageview,
-            _ => EventKind::Async,
+        let kind = match self.kind {
+            None => return Err(Malformed::Missing(fields.kind.clone())),
+            Some(None) => {
+                return Err(Malformed::Invalid {
+                    field: fields.kind.clone(),
+                    reason: "not a non-empty string",
+                });
+            }
+            Some(Some(kind)) => kind,
         };
         let page_number = match self.page_number {
             None | Some(Value::Null) => None,
@@ -198,6 +210,15 @@ impl Parts {
             attributes: self.attributes,
             bytes,
         })
+    }
+}
+
+/// What a type field's value makes an event; `None` for an empty one.
+fn kind_of(kind: &str) -> Option<EventKind> {
+    match kind {
+        "" => None,
+        PAGEVIEW => Some(EventKind::Pageview),
+        _ => Some(EventKind::Async),
     }
 }
 
@@ -233,6 +254,13 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
         let mut parts = Parts::default();
         while let Some(FieldName(name)) = map.next_key()? {
+            if name == self.0.kind {
+                // Only what it makes the event matters: read in place, never copied. A value
+                // that is not a string fails here, and the slower path names the problem.
+                let FieldName(kind) = map.next_value()?;
+                parts.kind = Some(kind_of(&kind));
+                continue;
+            }
             let value: Value = map.next_value()?;
             parts.put(&name, || name.clone().into_owned(), value, self.0);
         }
@@ -328,6 +356,11 @@ mod tests {
                 br#"{"eventId":"e","userId":"u","timestamp":1,"type":"x""#,
                 br#""a string""#,
                 b"",
+                // The type field is read in place: escaped, empty, not a string, repeated.
+                br#"{"eventId":"e","userId":"u","timestamp":1,"type":"page\u0076iew"}"#,
+                br#"{"eventId":"e","userId":"u","timestamp":1,"type":""}"#,
+                br#"{"eventId":"e","userId":"u","timestamp":1,"type":7}"#,
+                br#"{"eventId":"e","userId":"u","timestamp":1,"type":"x","type":"pageview"}"#,
             ]
             .map(<[u8]>::to_vec),
         );
@@ -346,14 +379,21 @@ mod tests {
             malformed > 500,
             "the stream has malformed events: {malformed}"
         );
-        let escaped = decode(&raws[raws.len() - 7], &fields()).unwrap();
+        let at = |from_end: usize| &raws[raws.len() - from_end];
+        let escaped = decode(at(11), &fields()).unwrap();
         assert_eq!((escaped.id.as_str(), escaped.key.as_str()), ("e", "u"));
-        let repeated = decode(&raws[raws.len() - 6], &fields()).unwrap();
+        let repeated = decode(at(10), &fields()).unwrap();
         assert_eq!(repeated.id, "b");
         assert_eq!(
             repeated.attributes,
             vec![(String::from("k"), Value::from(2))]
         );
+        assert_eq!(decode(at(4), &fields()).unwrap().kind, EventKind::Pageview);
+        for invalid in [at(3), at(2)] {
+            let error = decode(invalid, &fields()).unwrap_err().to_string();
+            assert!(error.starts_with("invalid field `type`"), "{error}");
+        }
+        assert_eq!(decode(at(1), &fields()).unwrap().kind, EventKind::Pageview);
     }
 
     #[test]

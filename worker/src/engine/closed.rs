@@ -16,9 +16,10 @@
 //! next write. This module must never decode a segment an operation does not need, nor write a
 //! segment whose session changed with its old bytes.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::history::{Codec, HistoryError};
@@ -27,6 +28,14 @@ use crate::session::{HistoryValue, Session, SessionRecord};
 /// First bytes of a format-2 value (a format-1 value is JSON and starts with `{`).
 const MAGIC: &[u8] = b"SZS2";
 const FORMAT: u32 = 2;
+/// A thread's encoding buffer is given back to the allocator when a session grew it beyond this.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+thread_local! {
+    /// The uncompressed encoding of the session being compressed: one buffer per thread, so
+    /// encoding a session allocates only its compressed body.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// One closed session.
 #[derive(Clone, Debug)]
@@ -35,8 +44,9 @@ struct Segment {
     start: i64,
     end: i64,
     bytes: u64,
-    /// The body as read, while the session is unchanged since.
-    body: Option<Arc<[u8]>>,
+    /// The body as read (a slice of the value it was read from), while the session is unchanged
+    /// since.
+    body: Option<Bytes>,
     /// The session, once decoded (or since it was added).
     session: Option<Session>,
 }
@@ -87,10 +97,10 @@ impl Segment {
     }
 }
 
-/// The stored form of a segment.
+/// The stored form of a segment (borrowed when written).
 #[derive(Serialize, Deserialize)]
-struct Stored<B> {
-    id: String,
+struct Stored<I, B> {
+    id: I,
     start: i64,
     end: i64,
     bytes: u64,
@@ -101,6 +111,29 @@ struct Stored<B> {
 struct Value<S> {
     v: u32,
     sessions: Vec<S>,
+}
+
+/// A session's body: the session (MessagePack, field names kept) framed and compressed by `codec`.
+fn encode_session(
+    key: &str,
+    id: &str,
+    session: &Session,
+    codec: &Codec,
+) -> Result<Vec<u8>, HistoryError> {
+    let failed = |e: rmp_serde::encode::Error| corrupt(key, format!("encoding session {id}: {e}"));
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut raw) => {
+            raw.clear();
+            rmp_serde::encode::write_named(&mut *raw, session).map_err(failed)?;
+            let body = codec.encode(key, &raw);
+            if raw.capacity() > SCRATCH_KEPT {
+                *raw = Vec::new();
+            }
+            body
+        }
+        // Only a re-entrant call (none exists) finds it taken.
+        Err(_) => codec.encode(key, &rmp_serde::to_vec_named(session).map_err(failed)?),
+    })
 }
 
 fn corrupt(key: &str, message: String) -> HistoryError {
@@ -124,14 +157,14 @@ impl ClosedSessions {
         }
     }
 
-    /// Reads a history value (format 2, or format 1) stored under `key`.
-    pub fn decode(key: &str, value: &[u8]) -> Result<Self, HistoryError> {
+    /// Reads a history value (format 2, or format 1) stored under `key`; the segments' bodies
+    /// stay slices of `value`, never copied.
+    pub fn decode(key: &str, value: Bytes) -> Result<Self, HistoryError> {
         let Some(rest) = value.strip_prefix(MAGIC) else {
-            let sessions = HistoryValue::decode(value).map_err(|e| corrupt(key, e.to_string()))?;
+            let sessions = HistoryValue::decode(&value).map_err(|e| corrupt(key, e.to_string()))?;
             return Ok(Self::from_sessions(sessions));
         };
-        // Bodies borrowed from `value`, then copied once into their shared buffers.
-        let stored: Value<Stored<&serde_bytes::Bytes>> =
+        let stored: Value<Stored<String, &serde_bytes::Bytes>> =
             rmp_serde::from_slice(rest).map_err(|e| corrupt(key, e.to_string()))?;
         if stored.v != FORMAT {
             return Err(corrupt(key, format!("unknown history format {}", stored.v)));
@@ -144,7 +177,7 @@ impl ClosedSessions {
                 start: s.start,
                 end: s.end,
                 bytes: s.bytes,
-                body: Some(Arc::from(&s.body[..])),
+                body: Some(value.slice_ref(s.body)),
                 session: None,
             })
             .collect();
@@ -156,10 +189,10 @@ impl ClosedSessions {
     pub fn encode(&mut self, key: &str, codec: &Codec) -> Result<Vec<u8>, HistoryError> {
         for segment in &mut self.segments {
             if segment.body.is_none() {
+                let id = segment.id.clone();
                 let session = segment.session(key)?;
-                let raw = rmp_serde::to_vec_named(session)
-                    .map_err(|e| corrupt(key, format!("encoding session {}: {e}", segment.id)))?;
-                segment.body = Some(Arc::from(codec.encode(key, &raw)?));
+                let body = encode_session(key, &id, session, codec)?;
+                segment.body = Some(Bytes::from(body));
             }
         }
         let value = Value {
@@ -168,7 +201,7 @@ impl ClosedSessions {
                 .segments
                 .iter()
                 .map(|s| Stored {
-                    id: s.id.clone(),
+                    id: s.id.as_str(),
                     start: s.start,
                     end: s.end,
                     bytes: s.bytes,
@@ -176,7 +209,14 @@ impl ClosedSessions {
                 })
                 .collect(),
         };
-        let mut out = MAGIC.to_vec();
+        // The bodies, plus each segment's header (its id and four small fields, named).
+        let size: usize = self
+            .segments
+            .iter()
+            .map(|s| s.body.as_ref().map_or(0, Bytes::len) + s.id.len() + 64)
+            .sum();
+        let mut out = Vec::with_capacity(MAGIC.len() + 16 + size);
+        out.extend_from_slice(MAGIC);
         rmp_serde::encode::write_named(&mut out, &value)
             .map_err(|e| corrupt(key, format!("encoding: {e}")))?;
         Ok(out)
@@ -336,10 +376,19 @@ mod tests {
     fn round_trips_and_rewrites_unchanged_sessions_byte_for_byte() {
         let mut closed = ClosedSessions::from_sessions(three());
         let stored = closed.encode("k", &Codec::zstd(3)).unwrap();
-        let mut read = ClosedSessions::decode("k", &stored).unwrap();
+        let stored = Bytes::from(stored);
+        let mut read = ClosedSessions::decode("k", stored.clone()).unwrap();
         assert!(
             read.segments.iter().all(|s| s.session.is_none()),
             "nothing decoded yet"
+        );
+        let value = stored.as_ptr_range();
+        assert!(
+            read.segments.iter().all(|s| {
+                let body = s.body.as_ref().unwrap().as_ptr_range();
+                value.start <= body.start && body.end <= value.end
+            }),
+            "the bodies are slices of the value read, not copies"
         );
         assert_eq!(read.sessions("k").unwrap(), three());
         assert_eq!(read.encode("k", &Codec::zstd(3)).unwrap(), stored);
@@ -354,7 +403,7 @@ mod tests {
         let stored = ClosedSessions::from_sessions(three())
             .encode("k", &Codec::zstd(3))
             .unwrap();
-        let mut read = ClosedSessions::decode("k", &stored).unwrap();
+        let mut read = ClosedSessions::decode("k", stored.clone().into()).unwrap();
         assert!(read.contains_event("k", "b1", 100_000).unwrap());
         assert!(!read.contains_event("k", "b9", 100_000).unwrap());
         let decoded: Vec<bool> = read.segments.iter().map(|s| s.session.is_some()).collect();
@@ -372,7 +421,7 @@ mod tests {
         let stored = ClosedSessions::from_sessions(three())
             .encode("k", &Codec::zstd(3))
             .unwrap();
-        let mut read = ClosedSessions::decode("k", &stored).unwrap();
+        let mut read = ClosedSessions::decode("k", stored.clone().into()).unwrap();
         let probe = session("u", &[("c3", 202_000)]);
         let mut merged = probe.clone();
         for s in read.drain_touching("k", &probe, 1_000).unwrap() {
@@ -380,7 +429,7 @@ mod tests {
         }
         read.push(merged.clone());
         let again = read.encode("k", &Codec::zstd(3)).unwrap();
-        let sessions = ClosedSessions::decode("k", &again)
+        let sessions = ClosedSessions::decode("k", again.clone().into())
             .unwrap()
             .sessions("k")
             .unwrap();
@@ -393,7 +442,7 @@ mod tests {
     #[test]
     fn format_1_values_are_read() {
         let v1 = HistoryValue::encode(&three()).unwrap();
-        let read = ClosedSessions::decode("k", &v1).unwrap();
+        let read = ClosedSessions::decode("k", v1.clone().into()).unwrap();
         assert_eq!(read.sessions("k").unwrap(), three());
     }
 
@@ -416,7 +465,7 @@ mod tests {
         let at = future.windows(2).position(|w| w == [0xa1, b'v']).unwrap() + 2;
         future[at] = 9;
         for value in [b"SZS2\xff\xff".to_vec(), b"not json".to_vec(), future] {
-            let error = ClosedSessions::decode("user-1", &value).unwrap_err();
+            let error = ClosedSessions::decode("user-1", value.clone().into()).unwrap_err();
             assert!(
                 matches!(&error, HistoryError::Corrupt { key, .. } if key == "user-1"),
                 "{error:?}"

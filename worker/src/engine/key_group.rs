@@ -675,7 +675,7 @@ fn decode_history(
 ) -> Result<ClosedSessions, EngineError> {
     match value {
         None => Ok(ClosedSessions::default()),
-        Some(bytes) => Ok(ClosedSessions::decode(history_key, &bytes)?),
+        Some(bytes) => Ok(ClosedSessions::decode(history_key, bytes.into())?),
     }
 }
 

@@ -594,7 +594,7 @@ async fn a_watermark_jump_before_the_flush_keeps_a_pending_merge_when_a_session_
         assert_eq!(merged.event_count, Some(3));
         // History holds what the flush emitted.
         let stored = h.store.get("analytics/pageviews/u").await.unwrap().unwrap();
-        let stored = super::closed::ClosedSessions::decode("u", &stored)
+        let stored = super::closed::ClosedSessions::decode("u", stored.clone().into())
             .unwrap()
             .sessions("u")
             .unwrap();

@@ -71,7 +71,13 @@ impl Codec {
 
     /// The bytes to store for `value`.
     pub fn encode(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, HistoryError> {
-        let mut out = Vec::with_capacity(HEADER_LEN + value.len() / 2);
+        // Compression reserves its own room.
+        let body = if self.zstd_level.is_some() {
+            0
+        } else {
+            value.len()
+        };
+        let mut out = Vec::with_capacity(HEADER_LEN + body);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         match self.zstd_level {
@@ -125,7 +131,8 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// Appends the zstd frame of `value` (with its content size, so decoding allocates once) to `out`.
+/// Appends the zstd frame of `value` (with its content size, so decoding allocates once) to `out`,
+/// compressing straight into it; `out` is left without the room the worst case needed.
 fn compress_into(value: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
@@ -133,8 +140,12 @@ fn compress_into(value: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result
             Some((current, compressor)) if *current == level => compressor,
             other => &mut other.insert((level, zstd::bulk::Compressor::new(level)?)).1,
         };
-        let frame = compressor.compress(value)?;
-        out.extend_from_slice(&frame);
+        let start = out.len();
+        out.reserve(zstd::zstd_safe::compress_bound(value.len()));
+        let mut tail = std::io::Cursor::new(&mut *out);
+        tail.set_position(start as u64);
+        compressor.compress_to_buffer(value, &mut tail)?;
+        out.shrink_to_fit();
         Ok(())
     })
 }
