@@ -673,3 +673,126 @@ async fn every_write_carries_the_ttl() {
         "{ttl:?}"
     );
 }
+
+/// A batch of puts of `values` under their keys, for an hour each.
+fn puts(values: &[(&str, &[u8])]) -> Vec<KeyWrite> {
+    values
+        .iter()
+        .map(|(key, value)| KeyWrite {
+            key: (*key).to_owned(),
+            change: KeyChange::Put(Arc::from(*value), Duration::from_secs(3600)),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_writes_under_stop_writes_are_retried_then_refused() {
+    let f = faulty(ServerConfig::default()).await;
+    server(&f).set_stop_writes(true);
+    let batch = puts(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+    let outcomes = f.store.write_many(&batch).await;
+    assert_eq!(outcomes.len(), 3);
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(HistoryError::WritesRefused(_))),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(f.metrics.retries(Op::put), 2, "3 attempts of the batch");
+    assert_eq!(f.metrics.failures(Op::put, FailureKind::writes_refused), 3);
+    assert_eq!(f.store.get("a").await.unwrap(), None);
+
+    server(&f).set_stop_writes(false);
+    let outcomes = f.store.write_many(&batch).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(f.store.get("c").await.unwrap(), Some(b"3".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_fewer_failing_rows_than_attempts_succeeds_after_a_retry() {
+    let f = faulty(ServerConfig::default()).await;
+    server(&f).fail_next_writes(2, ResultCode::DeviceOverload);
+    let outcomes = f
+        .store
+        .write_many(&puts(&[("a", b"1"), ("b", b"2"), ("c", b"3")]))
+        .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(server(&f).pending_write_failures(), 0);
+    assert_eq!(
+        f.metrics.retries(Op::put),
+        1,
+        "both failures hit the first attempt"
+    );
+    for (key, value) in [("a", b"1"), ("b", b"2"), ("c", b"3")] {
+        assert_eq!(
+            f.store.get(key).await.unwrap(),
+            Some(value.to_vec()),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_big_fails_alone_in_its_batch_without_retries() {
+    let f = faulty(ServerConfig {
+        max_record_size: 4096,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    let mut batch = puts(&[("small", b"v"), ("big", &big)]);
+    batch.push(KeyWrite {
+        key: String::from("absent"),
+        change: KeyChange::Delete,
+    });
+    let outcomes = f.store.write_many(&batch).await;
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[1], Err(HistoryError::TooBig { key, bytes }) if key == "big" && *bytes > 4096),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[2].is_ok(), "deleting an absent key: {outcomes:?}");
+    assert_eq!(f.metrics.retries(Op::put), 0);
+    assert_eq!(f.metrics.failures(Op::put, FailureKind::too_big), 1);
+    assert_eq!(f.store.get("small").await.unwrap(), Some(b"v".to_vec()));
+    assert_eq!(f.store.get("big").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_write_carries_the_ttl() {
+    let f = faulty(ServerConfig {
+        default_ttl: Duration::ZERO,
+        ..ServerConfig::default()
+    })
+    .await;
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let write = KeyWrite {
+        key: String::from("k"),
+        change: KeyChange::Put(Arc::from(&b"v"[..]), week),
+    };
+    let outcomes = f.store.write_many(&[write]).await;
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    let key = Key::new("test", SET, Value::from("k")).unwrap();
+    let record = f
+        .raw
+        .get(
+            &aerospike::ReadPolicy::default(),
+            &key,
+            aerospike::Bins::None,
+        )
+        .await
+        .unwrap();
+    let ttl = record.time_to_live().expect("the record has a TTL");
+    assert!(
+        ttl > week - Duration::from_secs(60) && ttl <= week,
+        "{ttl:?}"
+    );
+}

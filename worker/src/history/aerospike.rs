@@ -22,16 +22,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aerospike::{
-    BatchOperation, BatchPolicy, BatchReadPolicy, Bin, Bins, Client, ClientPolicy,
-    Error as ClientError, ErrorKind, Expiration, Key, ReadPolicy, Record, ResultCode, Value,
-    WritePolicy,
+    BatchDeletePolicy, BatchOperation, BatchPolicy, BatchReadPolicy, BatchWritePolicy, Bin, Bins,
+    Client, ClientPolicy, Error as ClientError, ErrorKind, Expiration, Key, ReadPolicy, Record,
+    ResultCode, Value, WritePolicy, operations,
 };
 use sessionizer_crds::session_job::{AerospikeSpec, CompressionSpec};
 
 use super::codec::Codec;
 use super::metrics::{Op, StoreMetrics};
 use super::retry::{AttemptError, RetryPolicy, with_retries};
-use super::{HistoryError, HistoryStore};
+use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
+
+/// Rows per batch write command: a drain of the write-behind layer is a few commands instead of
+/// a round trip per record, and one slow command never holds more than this many writes.
+const WRITE_BATCH: usize = 256;
 
 /// Environment variable with the Aerospike user name (from the credentials Secret; the operator's
 /// `names::credentials::ENV_AEROSPIKE_USERNAME`).
@@ -267,6 +271,92 @@ impl AerospikeStore {
         Ok(rows)
     }
 
+    /// Applies `writes` (at most one per key) in one batch command, retried as a whole — every
+    /// row is idempotent, so sending a row again that was applied changes nothing — and answers
+    /// per write, as [`HistoryStore::put`] and [`HistoryStore::delete`] would.
+    async fn write_batch(&self, writes: &[KeyWrite]) -> Vec<Result<(), HistoryError>> {
+        let started = Instant::now();
+        let mut outcomes: Vec<Option<Result<(), HistoryError>>> = vec![None; writes.len()];
+        let mut rows = Vec::with_capacity(writes.len());
+        // Per row: the write it stands for and, for a put, the stored size.
+        let mut sent: Vec<(usize, Option<usize>)> = Vec::with_capacity(writes.len());
+        for (at, write) in writes.iter().enumerate() {
+            match self.batch_row(write) {
+                Ok((row, size)) => {
+                    rows.push(row);
+                    sent.push((at, size));
+                }
+                Err(error) => outcomes[at] = Some(Err(error)),
+            }
+        }
+        if let Some(&(first, _)) = sent.first() {
+            let label = format!("{} and {} more", writes[first].key, sent.len() - 1);
+            let policy = BatchPolicy {
+                base_policy: self.write_policy(Expiration::NamespaceDefault).base_policy,
+                ..BatchPolicy::default()
+            };
+            // Locked only by the one attempt in flight; a lock whose guard may cross an await.
+            let rows = tokio::sync::Mutex::new(rows);
+            let result = with_retries(
+                self.settings.retry,
+                &self.metrics,
+                Op::put,
+                &label,
+                || async {
+                    let mut rows = rows.lock().await;
+                    self.client
+                        .batch(&policy, &mut rows)
+                        .await
+                        .map_err(|error| classify(error, &label, 0))?;
+                    rows.iter().find_map(row_retry).map_or(Ok(()), Err)
+                },
+            )
+            .await;
+            let rows = rows.into_inner();
+            for (row, &(at, size)) in rows.iter().zip(&sent) {
+                let write = &writes[at];
+                let outcome = match &result {
+                    Ok(()) => row_outcome(row, &write.key, size),
+                    Err(error) => Err(error.clone()),
+                };
+                match (&outcome, size) {
+                    (Ok(()), Some(size)) => self.metrics.written(size),
+                    (Ok(()), None) => self.metrics.deleted(),
+                    (Err(error), Some(_)) => self.metrics.failed(Op::put, error),
+                    (Err(error), None) => self.metrics.failed(Op::delete, error),
+                }
+                outcomes[at] = Some(outcome);
+            }
+        }
+        self.metrics.observe_latency(Op::put, started.elapsed());
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or(Ok(())))
+            .collect()
+    }
+
+    /// The batch row of one write, and the stored size of a put.
+    fn batch_row(&self, write: &KeyWrite) -> Result<(BatchOperation, Option<usize>), HistoryError> {
+        let key = self.key(&write.key)?;
+        match &write.change {
+            KeyChange::Put(value, ttl) => {
+                let stored = self.settings.codec.encode(&write.key, value)?;
+                let size = stored.len();
+                let policy = BatchWritePolicy {
+                    expiration: Expiration::Seconds(ttl_seconds(*ttl)),
+                    ..BatchWritePolicy::default()
+                };
+                let bin = Bin::new(BIN, Value::Blob(stored));
+                let row = BatchOperation::write(&policy, key, [operations::put(&bin)]);
+                Ok((row, Some(size)))
+            }
+            KeyChange::Delete => Ok((
+                BatchOperation::delete(&BatchDeletePolicy::default(), key),
+                None,
+            )),
+        }
+    }
+
     fn key(&self, key: &str) -> Result<Key, HistoryError> {
         Key::new(
             self.settings.namespace.clone(),
@@ -319,6 +409,50 @@ fn classify(error: ClientError, key: &str, stored: usize) -> AttemptError {
         _ => AttemptError::Permanent(HistoryError::Unavailable {
             attempts: 1,
             message: error.to_string(),
+        }),
+    }
+}
+
+/// Whether a batch write row's answer calls for another attempt: stop-writes, an answer that
+/// may change (timeouts, overload, a busy key, a partition in migration), or no answer at all.
+fn row_retry(row: &BatchOperation) -> Option<AttemptError> {
+    let error = || {
+        row.error().map_or_else(
+            || format!("no answer ({:?})", row.result_code()),
+            ToString::to_string,
+        )
+    };
+    match row.result_code() {
+        Some(ResultCode::ServerMemError) => Some(AttemptError::Refused(error())),
+        Some(
+            ResultCode::Timeout
+            | ResultCode::DeviceOverload
+            | ResultCode::KeyBusy
+            | ResultCode::PartitionUnavailable
+            | ResultCode::ServerError,
+        )
+        | None => Some(AttemptError::Transient(error())),
+        Some(_) => None,
+    }
+}
+
+/// The outcome of a batch write row of `key` (`size`: the stored size of a put) in a batch that
+/// needed no further attempt.
+fn row_outcome(row: &BatchOperation, key: &str, size: Option<usize>) -> Result<(), HistoryError> {
+    match row.result_code() {
+        Some(ResultCode::Ok) => Ok(()),
+        // Deleting what is not there leaves it not there.
+        Some(ResultCode::KeyNotFoundError) if size.is_none() => Ok(()),
+        Some(ResultCode::RecordTooBig) => Err(HistoryError::TooBig {
+            key: key.to_owned(),
+            bytes: size.unwrap_or_default(),
+        }),
+        code => Err(HistoryError::Unavailable {
+            attempts: 1,
+            message: row.error().map_or_else(
+                || format!("writing {key}: {code:?}"),
+                |error| format!("writing {key}: {error}"),
+            ),
         }),
     }
 }
@@ -413,6 +547,16 @@ impl HistoryStore for AerospikeStore {
             Ok(())
         })
         .await
+    }
+
+    /// Batch commands of [`WRITE_BATCH`] rows, one after the other: one round trip per batch
+    /// instead of one per record.
+    async fn write_many(&self, writes: &[KeyWrite]) -> Vec<Result<(), HistoryError>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for chunk in writes.chunks(WRITE_BATCH) {
+            outcomes.extend(self.write_batch(chunk).await);
+        }
+        outcomes
     }
 }
 
