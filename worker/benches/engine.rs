@@ -96,12 +96,11 @@ async fn bench(n: u64) {
             })
             .collect();
         for (kg, group) in groups.iter_mut().enumerate() {
-            let late: Vec<_> = decoded
+            let late = decoded
                 .iter()
                 .filter(|(k, _, _)| *k == kg)
-                .filter_map(|(_, _, e)| e.as_ref().ok())
-                .collect();
-            group.prefetch_late(&late).await.unwrap();
+                .filter_map(|(_, _, e)| e.as_ref().ok());
+            group.prefetch_late(late).await.unwrap();
         }
         for (kg, payload, event) in decoded {
             let outputs = groups[kg]

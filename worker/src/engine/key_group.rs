@@ -128,13 +128,16 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Reads, concurrently, the history of the keys of `events` that are late now (their
     /// sessions may be closed), so that accepting them does not wait for one read after another.
     /// Valid until the next [`Self::tick`]: only ticks write history.
-    pub async fn prefetch_late(&mut self, events: &[&Event]) -> Result<(), EngineError> {
+    pub async fn prefetch_late<'e>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e Event>,
+    ) -> Result<(), EngineError> {
         let Some(wm) = self.watermark() else {
             return Ok(());
         };
         let lateness = self.config.allowed_lateness_ms;
         let keys: BTreeSet<String> = events
-            .iter()
+            .into_iter()
             .filter(|e| e.time < wm && e.time >= wm.saturating_sub(lateness))
             .filter(|e| !self.state.pending.contains_key(&e.key))
             .filter(|e| !self.prefetched.contains_key(&e.key))
@@ -157,6 +160,20 @@ impl<H: HistoryStore> KeyGroup<H> {
         now_ms: i64,
     ) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
+        self.accept_decoded_into(decoded, raw, now_ms, &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    /// [`Self::accept_decoded`], appending its outputs to `out` (the stream loop keeps one
+    /// buffer for all of them). On an error, what it appended is not meant to be emitted.
+    pub async fn accept_decoded_into(
+        &mut self,
+        decoded: Result<Event, Malformed>,
+        raw: &[u8],
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
         let counters = &mut self.state.counters;
         counters.records += 1;
         self.state.watermark.last_input_at = self.state.watermark.last_input_at.max(Some(now_ms));
@@ -166,7 +183,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 counters.malformed += 1;
                 debug!(%reason, key_group = self.state.key_group, "quarantining a malformed event");
                 out.push(quarantine(reason.to_string(), None, raw));
-                return Ok(out);
+                return Ok(());
             }
         };
         if page_number_too_high(&event, self.config.max_page_number) {
@@ -180,7 +197,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 Some(event.key.clone()),
                 raw,
             ));
-            return Ok(out);
+            return Ok(());
         }
         if let Some(max) = self.config.max_future_ms
             && event.time > now_ms.saturating_add(max)
@@ -194,7 +211,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                 Some(event.key.clone()),
                 raw,
             ));
-            return Ok(out);
+            return Ok(());
         }
         let watermark = self.watermark();
         if let Some(wm) = watermark
@@ -202,7 +219,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         {
             self.state.counters.too_late += 1;
             debug!(key = %event.key, event_time = event.time, watermark = wm, "dropping an event older than the allowed lateness");
-            return Ok(out);
+            return Ok(());
         }
         // Close the key's sessions that are due before the event can touch them, as a tick
         // after the previous event would have: what a key emits then depends only on its own
@@ -216,13 +233,13 @@ impl<H: HistoryStore> KeyGroup<H> {
                 .is_some_and(|meta| meta.deadline < wm)
         {
             let key = event.key.clone();
-            self.close(&key, Some(wm), None, &mut out).await?;
+            self.close(&key, Some(wm), None, out).await?;
         }
         let late = watermark.is_some_and(|wm| event.time < wm);
         let time = event.time;
         self.accept(event, late, watermark, now_ms).await?;
         self.state.watermark.observe(time);
-        Ok(out)
+        Ok(())
     }
 
     /// Raises the watermark to `watermark` (the combined watermark, so an idle key group's
@@ -239,9 +256,21 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Closes the sessions the watermark has passed and flushes the late updates due at
     /// processing time `now_ms`. Call it periodically even without input.
     pub async fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        self.tick_into(now_ms, &mut out).await?;
+        Ok(out)
+    }
+
+    /// [`Self::tick`], appending its outputs to `out` (the stream loop keeps one buffer for all
+    /// of them: a tick that closes many sessions would otherwise fault in fresh pages for them
+    /// every time). On an error, what it appended is not meant to be emitted.
+    pub async fn tick_into(
+        &mut self,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
         // Ticks write history: what was prefetched for the batch may be stale after this.
         self.prefetched.clear();
-        let mut out = Vec::new();
         if let Some(wm) = self.watermark() {
             let due: Vec<String> = self
                 .state
@@ -256,7 +285,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             out.reserve(due.len());
             for key in due {
                 let closed = closed.remove(&key);
-                self.close(&key, Some(wm), closed, &mut out).await?;
+                self.close(&key, Some(wm), closed, out).await?;
             }
         }
         if now_ms >= self.next_flush_ms {
@@ -272,10 +301,10 @@ impl<H: HistoryStore> KeyGroup<H> {
             self.next_flush_ms = next;
             due.sort_unstable();
             for key in due {
-                self.flush(&key, &mut out).await?;
+                self.flush(&key, out).await?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The closed sessions of `keys` (those without a pending buffer), read from history

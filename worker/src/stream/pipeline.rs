@@ -93,6 +93,9 @@ pub struct Pipeline {
     /// The decoded batch, kept between batches so its buffer is allocated once (a batch's
     /// worth is hundreds of kilobytes: a fresh one each time costs page faults).
     decoded: Vec<Decoded>,
+    /// The key groups' outputs on their way to the sink, kept for the same reason (a tick that
+    /// closes thousands of sessions has thousands of records).
+    outputs: Vec<Output>,
 }
 
 /// A consumed message of a batch: its key group slot, its payload, and its decoding.
@@ -128,6 +131,7 @@ impl Pipeline {
             push_from_ms,
             checkpointing: None,
             decoded: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -170,24 +174,43 @@ impl Pipeline {
             decoded.push((message.slot, message.payload, event));
         }
         for slot in 0..self.groups.len() {
-            let events: Vec<&Event> = decoded
+            let events = decoded
                 .iter()
                 .filter(|(s, _, _)| *s == slot)
-                .filter_map(|(_, _, event)| event.as_ref().ok())
-                .collect();
-            let result = self.groups[slot].prefetch_late(&events).await;
+                .filter_map(|(_, _, event)| event.as_ref().ok());
+            let result = self.groups[slot].prefetch_late(events).await;
             self.engine_result(slot, result.map(|()| Vec::new()))?;
         }
+        let mut outputs = std::mem::take(&mut self.outputs);
         for (slot, payload, event) in decoded.drain(..) {
             let result = self.groups[slot]
-                .accept_decoded(event, &payload, now_ms)
+                .accept_decoded_into(event, &payload, now_ms, &mut outputs)
                 .await;
             self.touched[slot] = true;
-            let outputs = self.engine_result(slot, result)?;
-            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+            self.send_outputs(slot, result, &mut outputs, seq).await?;
         }
+        self.outputs = outputs;
         self.decoded = decoded;
         self.on_batch_end(seq, now_ms).await
+    }
+
+    /// Sends what a key group appended to `outputs` (emptying it), unless the step failed: then
+    /// the failure is handled as [`Self::engine_result`] does and its outputs are dropped.
+    async fn send_outputs(
+        &mut self,
+        slot: usize,
+        result: Result<(), EngineError>,
+        outputs: &mut Vec<Output>,
+        seq: u64,
+    ) -> Result<(), StreamError> {
+        if let Err(error) = result {
+            outputs.clear();
+            self.engine_result(slot, Err(error))?;
+            return Ok(());
+        }
+        self.sink
+            .send_all(outputs.drain(..), seq, &mut self.ledger)
+            .await
     }
 
     /// Closes what the last batch (`seq`) made due in the key groups it touched.
@@ -196,9 +219,11 @@ impl Pipeline {
             if !std::mem::take(&mut self.touched[slot]) {
                 continue;
             }
-            let result = self.groups[slot].tick(now_ms).await;
-            let outputs = self.engine_result(slot, result)?;
-            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+            let mut outputs = std::mem::take(&mut self.outputs);
+            let result = self.groups[slot].tick_into(now_ms, &mut outputs).await;
+            let sent = self.send_outputs(slot, result, &mut outputs, seq).await;
+            self.outputs = outputs;
+            sent?;
         }
         Ok(())
     }

@@ -105,7 +105,7 @@ impl Sink {
     /// Produces the records of `outputs` as part of batch `seq`.
     pub async fn send_all(
         &mut self,
-        outputs: Vec<Output>,
+        outputs: impl IntoIterator<Item = Output>,
         seq: u64,
         ledger: &mut CommitLedger,
     ) -> Result<(), StreamError> {
