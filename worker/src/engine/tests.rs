@@ -1125,3 +1125,40 @@ fn a_state_encodes_to_the_same_bytes_whatever_order_its_keys_arrived_in() {
     let decoded: KeyGroupState = rmp_serde::from_slice(&bytes(&forward)).unwrap();
     assert_eq!(decoded, forward);
 }
+
+/// The stream loop's one output buffer: the `_into` steps append what the plain ones return, after
+/// whatever the buffer already holds.
+#[tokio::test]
+async fn the_into_steps_append_what_the_plain_steps_return() {
+    let inputs = [pv("a", "u", 0), pv("b", "u", MIN), pv("c", "v", 2 * MIN)];
+    let later = pv("d", "w", 5 * HOUR);
+    let mut plain = Harness::new(config());
+    let mut want = Vec::new();
+    for raw in inputs.iter().chain([&later]) {
+        let decoded = plain.kg.decode(raw);
+        want.extend(plain.kg.accept_decoded(decoded, raw, 0).await.unwrap());
+        want.extend(plain.kg.tick(0).await.unwrap());
+    }
+    assert!(
+        want.iter().any(|o| matches!(o, Output::Session { .. })),
+        "the later event closes the earlier sessions: {want:?}"
+    );
+
+    let mut into = Harness::new(config());
+    let marker = Output::Quarantine(Quarantine {
+        reason: String::from("already in the buffer"),
+        key: None,
+        raw: String::new(),
+    });
+    let mut buffer = vec![marker.clone()];
+    for raw in inputs.iter().chain([&later]) {
+        let decoded = into.kg.decode(raw);
+        into.kg
+            .accept_decoded_into(decoded, raw, 0, &mut buffer)
+            .await
+            .unwrap();
+        into.kg.tick_into(0, &mut buffer).await.unwrap();
+    }
+    assert_eq!(buffer[0], marker);
+    assert_eq!(buffer[1..], want[..]);
+}
