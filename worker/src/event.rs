@@ -252,11 +252,7 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
-        let mut parts = Parts {
-            // Room for a typical event's attributes, allocated once rather than grown.
-            attributes: Vec::with_capacity(map.size_hint().unwrap_or(8)),
-            ..Parts::default()
-        };
+        let mut parts = Parts::default();
         while let Some(FieldName(name)) = map.next_key()? {
             if name == self.0.kind {
                 // Only what it makes the event matters: read in place, never copied. A value

@@ -249,8 +249,21 @@ impl<H: HistoryStore> KeyGroup<H> {
         watermark: i64,
         now_ms: i64,
     ) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        self.advance_watermark_into(watermark, now_ms, &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    /// [`Self::advance_watermark`], appending its outputs to `out` as [`Self::tick_into`] does.
+    pub async fn advance_watermark_into(
+        &mut self,
+        watermark: i64,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
         self.state.watermark.advance_to(watermark);
-        self.tick(now_ms).await
+        self.tick_into(now_ms, out).await
     }
 
     /// Closes the sessions the watermark has passed and flushes the late updates due at

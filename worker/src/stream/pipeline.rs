@@ -247,15 +247,19 @@ impl Pipeline {
             None
         };
         let seq = self.ledger.open();
+        let mut outputs = std::mem::take(&mut self.outputs);
         for slot in 0..self.groups.len() {
             let group = &mut self.groups[slot];
             let result = match self.combined {
-                Some(wm) => group.advance_watermark(wm, now_ms).await,
-                None => group.tick(now_ms).await,
+                Some(wm) => group.advance_watermark_into(wm, now_ms, &mut outputs).await,
+                None => group.tick_into(now_ms, &mut outputs).await,
             };
-            let outputs = self.engine_result(slot, result)?;
-            self.sink.send_all(outputs, seq, &mut self.ledger).await?;
+            if let Err(error) = self.send_outputs(slot, result, &mut outputs, seq).await {
+                self.outputs = outputs;
+                return Err(error);
+            }
         }
+        self.outputs = outputs;
         self.ledger.seal(seq);
         Ok(())
     }
