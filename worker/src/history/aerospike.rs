@@ -4,6 +4,10 @@
 //! every write carries the TTL as `Expiration::Seconds`, so Aerospike itself forgets closed
 //! sessions.
 //!
+//! Reads of many keys go out as one batch read, and the write-behind layer's writes as batch
+//! writes of up to [`WRITE_BATCH`] rows (each row with its TTL), so a busy worker makes a few
+//! round trips per drain instead of one per record.
+//!
 //! Failures are classified here and retried by [`with_retries`]: timeouts, lost connections and
 //! overloaded nodes are transient; stop-writes (`ServerMemError`, result code 8) is retried too and
 //! reported as [`HistoryError::WritesRefused`] when the attempts are used up; a record larger than
@@ -35,7 +39,7 @@ use super::{HistoryError, HistoryStore, KeyChange, KeyWrite};
 
 /// Rows per batch write command: a drain of the write-behind layer is a few commands instead of
 /// a round trip per record, and one slow command never holds more than this many writes.
-const WRITE_BATCH: usize = 256;
+pub const WRITE_BATCH: usize = 256;
 
 /// Environment variable with the Aerospike user name (from the credentials Secret; the operator's
 /// `names::credentials::ENV_AEROSPIKE_USERNAME`).
