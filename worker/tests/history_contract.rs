@@ -461,6 +461,34 @@ fn server(f: &Aerospike) -> &AerospikeTestServer {
     f.server.as_ref().expect("a test server fixture")
 }
 
+/// `len` incompressible bytes (xorshift), so a compressed record stays about that large.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// The TTL of record `key` of the contract set, read with the plain client.
+async fn ttl_of(f: &Aerospike, key: &str) -> Duration {
+    let key = Key::new("test", SET, Value::from(key)).expect("a valid key");
+    let record = f
+        .raw
+        .get(
+            &aerospike::ReadPolicy::default(),
+            &key,
+            aerospike::Bins::None,
+        )
+        .await
+        .expect("the record is there");
+    record.time_to_live().expect("the record has a TTL")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_writes_is_retried_then_refused_while_reads_go_on() {
     let f = faulty(ServerConfig::default()).await;
@@ -614,16 +642,7 @@ async fn records_too_big_fail_at_once_without_retries() {
         ..ServerConfig::default()
     })
     .await;
-    // Incompressible bytes (xorshift), so the compressed record stays above the limit.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let value: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect();
+    let value = incompressible(64 * 1024);
     let error = f
         .store
         .put("big", &value, Duration::from_secs(60))
@@ -657,17 +676,7 @@ async fn every_write_carries_the_ttl() {
         .put("k", b"v", Duration::from_secs(7 * 24 * 3600))
         .await
         .unwrap();
-    let key = Key::new("test", SET, Value::from("k")).unwrap();
-    let record = f
-        .raw
-        .get(
-            &aerospike::ReadPolicy::default(),
-            &key,
-            aerospike::Bins::None,
-        )
-        .await
-        .unwrap();
-    let ttl = record.time_to_live().expect("the record has a TTL");
+    let ttl = ttl_of(&f, "k").await;
     assert!(
         ttl > Duration::from_secs(7 * 24 * 3600 - 60) && ttl <= Duration::from_secs(7 * 24 * 3600),
         "{ttl:?}"
@@ -739,15 +748,7 @@ async fn a_record_too_big_fails_alone_in_its_batch_without_retries() {
         ..ServerConfig::default()
     })
     .await;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let big: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect();
+    let big = incompressible(64 * 1024);
     let mut batch = puts(&[("small", b"v"), ("big", &big)]);
     batch.push(KeyWrite {
         key: String::from("absent"),
@@ -780,17 +781,7 @@ async fn every_batch_write_carries_the_ttl() {
     };
     let outcomes = f.store.write_many(&[write]).await;
     assert!(outcomes[0].is_ok(), "{outcomes:?}");
-    let key = Key::new("test", SET, Value::from("k")).unwrap();
-    let record = f
-        .raw
-        .get(
-            &aerospike::ReadPolicy::default(),
-            &key,
-            aerospike::Bins::None,
-        )
-        .await
-        .unwrap();
-    let ttl = record.time_to_live().expect("the record has a TTL");
+    let ttl = ttl_of(&f, "k").await;
     assert!(
         ttl > week - Duration::from_secs(60) && ttl <= week,
         "{ttl:?}"
