@@ -16,7 +16,7 @@ use aerospike::{Bin, Client, ClientPolicy, Key, Value, WritePolicy};
 use prometheus_client::registry::Registry;
 use sessionizer_e2e::aerospike::{AerospikeTestServer, ResultCode, ServerConfig};
 use sessionizer_e2e::wait;
-use sessionizer_worker::history::aerospike::BIN;
+use sessionizer_worker::history::aerospike::{BIN, WRITE_BATCH};
 use sessionizer_worker::history::embedded::{Clock, ManualClock};
 use sessionizer_worker::history::metrics::{BackendLabel, FailureKind, Op, StoreMetrics};
 use sessionizer_worker::history::{
@@ -786,4 +786,37 @@ async fn every_batch_write_carries_the_ttl() {
         ttl > week - Duration::from_secs(60) && ttl <= week,
         "{ttl:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_many_sends_batch_commands_not_one_command_per_record() {
+    let f = faulty(ServerConfig::default()).await;
+    let batches = || {
+        server(&f)
+            .info("statistics")
+            .split(';')
+            .find_map(|kv| kv.strip_prefix("batch_index_initiate="))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .expect("the test server reports its batch count")
+    };
+    let before = batches();
+    // Two full batches (the client may send a batch of one key as a single-record command).
+    let writes: Vec<KeyWrite> = (0..2 * WRITE_BATCH)
+        .map(|n| KeyWrite {
+            key: format!("k{n}"),
+            change: KeyChange::Put(
+                Arc::from(n.to_string().into_bytes()),
+                Duration::from_secs(60),
+            ),
+        })
+        .collect();
+    let outcomes = f.store.write_many(&writes).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(
+        batches() - before,
+        2,
+        "{} writes in batches of {WRITE_BATCH}",
+        writes.len()
+    );
+    assert_eq!(f.store.get("k511").await.unwrap(), Some(b"511".to_vec()));
 }

@@ -189,10 +189,11 @@ impl ClosedSessions {
     pub fn encode(&mut self, key: &str, codec: &Codec) -> Result<Vec<u8>, HistoryError> {
         for segment in &mut self.segments {
             if segment.body.is_none() {
-                let id = segment.id.clone();
-                let session = segment.session(key)?;
-                let body = encode_session(key, &id, session, codec)?;
-                segment.body = Some(Bytes::from(body));
+                segment.session(key)?;
+                if let Some(session) = &segment.session {
+                    let body = encode_session(key, &segment.id, session, codec)?;
+                    segment.body = Some(Bytes::from(body));
+                }
             }
         }
         let value = Value {

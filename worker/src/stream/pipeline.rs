@@ -195,7 +195,9 @@ impl Pipeline {
     }
 
     /// Sends what a key group appended to `outputs` (emptying it), unless the step failed: then
-    /// the failure is handled as [`Self::engine_result`] does and its outputs are dropped.
+    /// the failure is handled as [`Self::engine_result`] does and its outputs are dropped. The
+    /// callers take the buffer out of `self.outputs` and put it back after; an error returned here
+    /// stops the worker, so a buffer lost on that path costs nothing.
     async fn send_outputs(
         &mut self,
         slot: usize,
@@ -221,9 +223,8 @@ impl Pipeline {
             }
             let mut outputs = std::mem::take(&mut self.outputs);
             let result = self.groups[slot].tick_into(now_ms, &mut outputs).await;
-            let sent = self.send_outputs(slot, result, &mut outputs, seq).await;
+            self.send_outputs(slot, result, &mut outputs, seq).await?;
             self.outputs = outputs;
-            sent?;
         }
         Ok(())
     }
@@ -254,10 +255,7 @@ impl Pipeline {
                 Some(wm) => group.advance_watermark_into(wm, now_ms, &mut outputs).await,
                 None => group.tick_into(now_ms, &mut outputs).await,
             };
-            if let Err(error) = self.send_outputs(slot, result, &mut outputs, seq).await {
-                self.outputs = outputs;
-                return Err(error);
-            }
+            self.send_outputs(slot, result, &mut outputs, seq).await?;
         }
         self.outputs = outputs;
         self.ledger.seal(seq);
