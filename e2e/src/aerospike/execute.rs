@@ -82,7 +82,7 @@ fn write_gate(node: &Node, request: &Request, digest: Digest) -> Result<(), Resu
     }
     let usage = node
         .store
-        .with_namespace(&request.namespace, |data| data.usage(|p| node.owns(p)))
+        .with_namespace(&request.namespace, |data| node.usage(data))
         .unwrap_or_default();
     if stats.evaluate(usage).stop_writes {
         tracing::debug!(

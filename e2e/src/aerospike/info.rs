@@ -155,9 +155,7 @@ fn namespace_answer(node: &Node, namespace: &str, config_only: bool) -> String {
     };
     let (usage, expired) = node
         .store
-        .with_namespace(namespace, |data| {
-            (data.usage(|p| node.owns(p)), data.expired_count())
-        })
+        .with_namespace(namespace, |data| (node.usage(data), data.expired_count()))
         .unwrap_or_default();
     let ctx = context(node, namespace, expired);
     if config_only {

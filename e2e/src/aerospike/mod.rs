@@ -206,7 +206,7 @@ impl AerospikeTestServer {
     pub fn record_count(&self, namespace: &str) -> u64 {
         self.node
             .store
-            .with_namespace(namespace, |data| data.usage(|p| self.node.owns(p)).objects)
+            .with_namespace(namespace, |data| self.node.usage(data).objects)
             .unwrap_or(0)
     }
 

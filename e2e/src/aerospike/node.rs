@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::aerospike::message::ResultCode;
 use crate::aerospike::stats::{NamespaceStats, StatsShape};
-use crate::aerospike::store::{PARTITIONS, Store};
+use crate::aerospike::store::{NamespaceData, PARTITIONS, Store, Usage};
 
 /// One member of a test cluster as its peers advertise it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,11 @@ impl Node {
     /// replication factor 1).
     pub(crate) fn owns(&self, partition: usize) -> bool {
         partition % self.members.len() == self.index
+    }
+
+    /// The totals of the partitions of `data` this node owns.
+    pub(crate) fn usage(&self, data: &NamespaceData) -> Usage {
+        data.usage_dealt(self.index, self.members.len())
     }
 
     /// The partition ownership bitmap of the `replicas` answers: bit `p` (most significant bit

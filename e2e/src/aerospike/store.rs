@@ -125,6 +125,9 @@ impl Usage {
 pub(crate) struct NamespaceData {
     records: HashMap<Digest, StoredRecord>,
     partitions: Vec<Usage>,
+    /// The sum of `partitions`, kept as they change: a lone node owns every partition, and the
+    /// stop-writes check runs on every write.
+    total: Usage,
     expired: u64,
 }
 
@@ -133,6 +136,7 @@ impl NamespaceData {
         NamespaceData {
             records: HashMap::new(),
             partitions: vec![Usage::default(); PARTITIONS],
+            total: Usage::default(),
             expired: 0,
         }
     }
@@ -151,8 +155,10 @@ impl NamespaceData {
     pub(crate) fn put(&mut self, digest: Digest, record: StoredRecord) {
         let usage = &mut self.partitions[partition_of(&digest)];
         usage.add(&record);
+        self.total.add(&record);
         if let Some(old) = self.records.insert(digest, record) {
             usage.sub(&old);
+            self.total.sub(&old);
         }
     }
 
@@ -160,6 +166,7 @@ impl NamespaceData {
     pub(crate) fn remove(&mut self, digest: &Digest) -> Option<StoredRecord> {
         let old = self.records.remove(digest)?;
         self.partitions[partition_of(digest)].sub(&old);
+        self.total.sub(&old);
         Some(old)
     }
 
@@ -174,6 +181,16 @@ impl NamespaceData {
             }
         }
         total
+    }
+
+    /// Totals over the partitions dealt to member `member` of `members` (partitions `member`,
+    /// `member + members`, …; see `Node::owns`): the running total for a lone node, so the
+    /// check on every write does not walk 4,096 partitions.
+    pub(crate) fn usage_dealt(&self, member: usize, members: usize) -> Usage {
+        if members <= 1 {
+            return self.total;
+        }
+        self.usage(|partition| partition % members == member)
     }
 
     /// How many records expired since the server started.
@@ -281,6 +298,47 @@ mod tests {
             assert_eq!(ns.usage(|_| true), Usage::default());
         });
         assert!(store.with_namespace("missing", |_| ()).is_none());
+    }
+
+    #[test]
+    fn dealt_usage_agrees_with_the_partitions_it_sums() {
+        let store = Store::new(["test"]);
+        let past = Expiry {
+            at: Instant::now(),
+            void_time: 1,
+        };
+        store.with_namespace("test", |ns| {
+            for i in 0..200u16 {
+                let mut digest = [0u8; 20];
+                digest[..2].copy_from_slice(&(i * 37).to_le_bytes());
+                let expiry = (i % 3 == 0).then_some(past);
+                ns.put(digest, record(&vec![7; usize::from(i % 11)], expiry));
+                if i % 5 == 0 {
+                    ns.put(digest, record(b"replaced", None));
+                }
+                if i % 7 == 0 {
+                    ns.remove(&digest);
+                }
+            }
+        });
+        store.reap_expired(Instant::now());
+        store.with_namespace("test", |ns| {
+            let all = ns.usage(|_| true);
+            assert!(all.objects > 0, "the walk must have something to agree on");
+            assert_eq!(ns.usage_dealt(0, 1), all, "a lone node: the running total");
+            for members in 2..=3 {
+                let mut sum = Usage::default();
+                for member in 0..members {
+                    let dealt = ns.usage_dealt(member, members);
+                    let walked = ns.usage(|p| p % members == member);
+                    assert_eq!(dealt, walked, "member {member} of {members}");
+                    sum.objects += dealt.objects;
+                    sum.bytes += dealt.bytes;
+                    sum.non_expirable += dealt.non_expirable;
+                }
+                assert_eq!(sum, all, "the members' shares make up the namespace");
+            }
+        });
     }
 
     #[test]
