@@ -335,7 +335,7 @@ pub struct SinkState {
     /// Records read.
     pub records: u64,
     /// The final sessions expected (sentinel sessions left out).
-    want: BTreeMap<String, SessionRecord>,
+    want: HashMap<String, SessionRecord>,
     /// The expected records as JSON, as the worker serializes them.
     want_json: HashMap<String, Vec<u8>>,
     /// Live non-sentinel sessions whose latest record is not the expected one.
@@ -383,7 +383,7 @@ impl SinkState {
             .map(|(id, record)| (id.clone(), serde_json::to_vec(record).unwrap()))
             .collect();
         Self {
-            want,
+            want: want.into_iter().collect(),
             want_json,
             ..Self::default()
         }
