@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -47,8 +48,10 @@ struct Segment {
     /// The body as read (a slice of the value it was read from), while the session is unchanged
     /// since.
     body: Option<Bytes>,
-    /// The session, once decoded (or since it was added).
-    session: Option<Session>,
+    /// The session, once decoded (or since it was added). Shared, so that a copy of the list
+    /// (a late event works on a copy of its key's pending buffer) does not copy every session:
+    /// only one taken out to be merged is copied, and only while another list still holds it.
+    session: Option<Arc<Session>>,
 }
 
 impl Segment {
@@ -66,23 +69,23 @@ impl Segment {
             end: session.end(),
             bytes: session.bytes(),
             body: None,
-            session: Some(session),
+            session: Some(Arc::new(session)),
         }
     }
 
-    /// The decoded session.
-    fn session(&mut self, key: &str) -> Result<&mut Session, HistoryError> {
+    /// The decoded session (decoded now, and kept, if it was not yet).
+    fn session(&mut self, key: &str) -> Result<&Session, HistoryError> {
         let session = match self.session.take() {
             Some(session) => session,
-            None => self.decoded(key)?,
+            None => Arc::new(self.decoded(key)?),
         };
-        Ok(self.session.insert(session))
+        Ok(&**self.session.insert(session))
     }
 
     /// The session, decoding a copy if it was not decoded yet.
     fn decoded(&self, key: &str) -> Result<Session, HistoryError> {
         if let Some(session) = &self.session {
-            return Ok(session.clone());
+            return Ok(Session::clone(session));
         }
         let body = self
             .body
@@ -143,7 +146,8 @@ fn corrupt(key: &str, message: String) -> HistoryError {
     }
 }
 
-/// The closed sessions of one key.
+/// The closed sessions of one key. A clone shares the decoded sessions and the bodies of the
+/// original (reference-counted): cloning a list is cheap, and so is dropping a clone.
 #[derive(Clone, Debug, Default)]
 pub struct ClosedSessions {
     segments: Vec<Segment>,
@@ -211,16 +215,19 @@ impl ClosedSessions {
                 .collect(),
         };
         // The bodies, plus each segment's header (its id and four small fields, named).
-        let size: usize = self
-            .segments
-            .iter()
-            .map(|s| s.body.as_ref().map_or(0, Bytes::len) + s.id.len() + 64)
-            .sum();
-        let mut out = Vec::with_capacity(MAGIC.len() + 16 + size);
+        let mut out = Vec::with_capacity(MAGIC.len() + 16 + self.stored_bytes());
         out.extend_from_slice(MAGIC);
         rmp_serde::encode::write_named(&mut out, &value)
             .map_err(|e| corrupt(key, format!("encoding: {e}")))?;
         Ok(out)
+    }
+
+    /// About what the list takes as stored: its bodies and segment headers.
+    fn stored_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.body.as_ref().map_or(0, Bytes::len) + s.id.len() + 64)
+            .sum()
     }
 
     /// Number of sessions.
@@ -270,7 +277,10 @@ impl ClosedSessions {
         touching
             .into_iter()
             .map(|mut s| match s.session.take() {
-                Some(session) => Ok(session),
+                Some(session) => Ok(Arc::try_unwrap(session).unwrap_or_else(|shared| {
+                    // Another copy of the list still holds it.
+                    Session::clone(&shared)
+                })),
                 None => s.decoded(key),
             })
             .collect()
@@ -437,6 +447,40 @@ mod tests {
         assert_eq!(
             sessions,
             vec![three()[0].clone(), three()[1].clone(), merged]
+        );
+    }
+
+    #[test]
+    fn a_copy_shares_its_sessions_and_draining_it_leaves_the_original_whole() {
+        let mut original = ClosedSessions::from_sessions(three());
+        let mut copy = original.clone();
+        assert!(
+            original
+                .segments
+                .iter()
+                .zip(&copy.segments)
+                .all(|(a, b)| Arc::ptr_eq(
+                    a.session.as_ref().unwrap(),
+                    b.session.as_ref().unwrap()
+                )),
+            "a copy shares the decoded sessions instead of copying them"
+        );
+        let probe = session("u", &[("b2", 101_000)]);
+        let drained = copy.drain_touching("k", &probe, 10_000).unwrap();
+        assert_eq!(drained, vec![three()[1].clone()]);
+        assert_eq!(copy.len(), 2);
+        assert_eq!(
+            original.sessions("k").unwrap(),
+            three(),
+            "the original keeps what the copy gave away"
+        );
+        drop(copy);
+        let probe = session("u", &[("c3", 202_000)]);
+        let drained = original.drain_touching("k", &probe, 10_000).unwrap();
+        assert_eq!(
+            drained,
+            vec![three()[2].clone()],
+            "no other list holds it now"
         );
     }
 
