@@ -683,14 +683,19 @@ async fn every_write_carries_the_ttl() {
     );
 }
 
+/// A put of `value` under `key` for `ttl`, as the write-behind layer hands it over.
+fn put(key: &str, value: &[u8], ttl: Duration) -> KeyWrite {
+    KeyWrite {
+        key: key.to_owned(),
+        change: KeyChange::Put(Arc::from(value), ttl),
+    }
+}
+
 /// A batch of puts of `values` under their keys, for an hour each.
 fn puts(values: &[(&str, &[u8])]) -> Vec<KeyWrite> {
     values
         .iter()
-        .map(|(key, value)| KeyWrite {
-            key: (*key).to_owned(),
-            change: KeyChange::Put(Arc::from(*value), Duration::from_secs(3600)),
-        })
+        .map(|(key, value)| put(key, value, Duration::from_secs(3600)))
         .collect()
 }
 
@@ -775,11 +780,7 @@ async fn every_batch_write_carries_the_ttl() {
     })
     .await;
     let week = Duration::from_secs(7 * 24 * 3600);
-    let write = KeyWrite {
-        key: String::from("k"),
-        change: KeyChange::Put(Arc::from(&b"v"[..]), week),
-    };
-    let outcomes = f.store.write_many(&[write]).await;
+    let outcomes = f.store.write_many(&[put("k", b"v", week)]).await;
     assert!(outcomes[0].is_ok(), "{outcomes:?}");
     let ttl = ttl_of(&f, "k").await;
     assert!(
@@ -802,12 +803,12 @@ async fn write_many_sends_batch_commands_not_one_command_per_record() {
     let before = batches();
     // Two full batches (the client may send a batch of one key as a single-record command).
     let writes: Vec<KeyWrite> = (0..2 * WRITE_BATCH)
-        .map(|n| KeyWrite {
-            key: format!("k{n}"),
-            change: KeyChange::Put(
-                Arc::from(n.to_string().into_bytes()),
+        .map(|n| {
+            put(
+                &format!("k{n}"),
+                n.to_string().as_bytes(),
                 Duration::from_secs(60),
-            ),
+            )
         })
         .collect();
     let outcomes = f.store.write_many(&writes).await;

@@ -130,9 +130,13 @@ impl Node {
         partition % self.members.len() == self.index
     }
 
-    /// The totals of the partitions of `data` this node owns.
+    /// The totals of the partitions of `data` this node owns (a lone node owns them all).
     pub(crate) fn usage(&self, data: &NamespaceData) -> Usage {
-        data.usage_dealt(self.index, self.members.len())
+        if self.members.len() == 1 {
+            data.total()
+        } else {
+            data.usage(|partition| self.owns(partition))
+        }
     }
 
     /// The partition ownership bitmap of the `replicas` answers: bit `p` (most significant bit
