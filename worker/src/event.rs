@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,11 +54,15 @@ pub enum EventKind {
     Async,
 }
 
+/// A short string kept inline when it fits (24 bytes): event ids and attribute names are
+/// decoded for every event and most are short, so they cost no allocation.
+pub type SmallString = CompactString;
+
 /// A decoded input event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// Unique id.
-    pub id: String,
+    pub id: SmallString,
     /// Session key.
     pub key: String,
     /// Event time, epoch milliseconds.
@@ -69,7 +74,7 @@ pub struct Event {
     /// Every other field of the event, sorted by name, each name once (a repeated name keeps
     /// its last value, as a JSON object would). A list, not a map: an event has a handful of
     /// attributes, and the engine only ever walks them.
-    pub attributes: Vec<(String, Value)>,
+    pub attributes: Vec<(SmallString, Value)>,
     /// Size of the raw event in bytes (what counts toward `maxSessionBytes`).
     pub bytes: u64,
 }
@@ -120,33 +125,35 @@ pub fn decode(raw: &[u8], fields: &FieldNames) -> Result<Event, Malformed> {
 /// The fields of an event object, sorted out but not checked yet.
 #[derive(Default)]
 struct Parts {
-    id: Option<Value>,
-    key: Option<Value>,
+    /// The id field: `Some(None)` when it is not a string.
+    id: Option<Option<SmallString>>,
+    /// The key field: `Some(None)` when it is not a string.
+    key: Option<Option<String>>,
     time: Option<Value>,
     /// The type field: `Some(None)` when it is not a non-empty string.
     kind: Option<Option<EventKind>>,
     page_number: Option<Value>,
-    attributes: Vec<(String, Value)>,
+    attributes: Vec<(SmallString, Value)>,
 }
 
 impl Parts {
     fn from_object(map: serde_json::Map<String, Value>, fields: &FieldNames) -> Self {
         let mut parts = Self::default();
         for (name, value) in map {
-            parts.put(name.as_str(), || name.clone(), value, fields);
+            if name == fields.event_id {
+                parts.id = Some(string_of(value).map(SmallString::from));
+            } else if name == fields.user_id {
+                parts.key = Some(string_of(value));
+            } else {
+                parts.put(&name, value, fields);
+            }
         }
         parts
     }
 
-    /// Files field `name` (its owned form made by `owned` only for an attribute). A repeated
-    /// field keeps its last value, as a JSON object would.
-    fn put(
-        &mut self,
-        name: &str,
-        owned: impl FnOnce() -> String,
-        value: Value,
-        fields: &FieldNames,
-    ) {
+    /// Files field `name` (any but the id and the key, which both paths read as strings). A
+    /// repeated field keeps its last value, as a JSON object would.
+    fn put(&mut self, name: &str, value: Value, fields: &FieldNames) {
         if name == fields.kind {
             self.kind = Some(match &value {
                 Value::String(kind) => kind_of(kind),
@@ -154,18 +161,14 @@ impl Parts {
             });
             return;
         }
-        let slot = if name == fields.event_id {
-            &mut self.id
-        } else if name == fields.user_id {
-            &mut self.key
-        } else if name == fields.timestamp {
+        let slot = if name == fields.timestamp {
             &mut self.time
         } else if name == fields.page_number {
             &mut self.page_number
         } else {
             match self.attributes.iter_mut().find(|(known, _)| known == name) {
                 Some((_, slot)) => *slot = value,
-                None => self.attributes.push((owned(), value)),
+                None => self.attributes.push((SmallString::from(name), value)),
             }
             return;
         };
@@ -222,10 +225,19 @@ fn kind_of(kind: &str) -> Option<EventKind> {
     }
 }
 
-fn required_string(value: Option<Value>, field: &str) -> Result<String, Malformed> {
+/// The string a JSON value holds, if it is one.
+fn string_of(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A required string field, read as `Some(None)` when it is not a string.
+fn required_string<S: AsRef<str>>(value: Option<Option<S>>, field: &str) -> Result<S, Malformed> {
     match value {
         None => Err(Malformed::Missing(field.to_owned())),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Some(s)) if !s.as_ref().is_empty() => Ok(s),
         Some(_) => Err(Malformed::Invalid {
             field: field.to_owned(),
             reason: "not a non-empty string",
@@ -261,8 +273,20 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
                 parts.kind = Some(kind_of(&kind));
                 continue;
             }
+            // The id and the key, likewise, are read as strings straight off the input (a short
+            // id is kept inline, without an allocation); anything else fails here.
+            if name == self.0.event_id {
+                let FieldName(id) = map.next_value()?;
+                parts.id = Some(Some(SmallString::from(id)));
+                continue;
+            }
+            if name == self.0.user_id {
+                let FieldName(key) = map.next_value()?;
+                parts.key = Some(Some(key.into_owned()));
+                continue;
+            }
             let value: Value = map.next_value()?;
-            parts.put(&name, || name.clone().into_owned(), value, self.0);
+            parts.put(&name, value, self.0);
         }
         Ok(parts)
     }
@@ -319,7 +343,10 @@ mod tests {
         assert_eq!(e.time, 5);
         assert_eq!(e.kind, EventKind::Pageview);
         assert_eq!(e.page_number, Some(3));
-        assert_eq!(e.attributes, vec![(String::from("url"), Value::from("/a"))]);
+        assert_eq!(
+            e.attributes,
+            vec![(SmallString::from("url"), Value::from("/a"))]
+        );
         assert_eq!(e.bytes, raw.len() as u64);
     }
 
@@ -345,6 +372,16 @@ mod tests {
             .into_iter()
             .map(|e| e.payload)
             .collect();
+        // The id and the key are read in place too: not strings, empty, longer than an
+        // inline string, repeated with a bad value last.
+        let in_place = [
+            &br#"{"eventId":7,"userId":"u","timestamp":1,"type":"x"}"#[..],
+            br#"{"eventId":"","userId":"u","timestamp":1,"type":"x"}"#,
+            br#"{"eventId":"e","userId":["u"],"timestamp":1,"type":"x"}"#,
+            br#"{"eventId":"0f6c2f0e-8e4a-4a7b-9d7e-4b1d0c6a9e21","userId":"u","timestamp":1,"type":"x"}"#,
+            br#"{"eventId":"e","eventId":null,"userId":"u","timestamp":1,"type":"x"}"#,
+        ];
+        raws.extend(in_place.map(<[u8]>::to_vec));
         raws.extend(
             [
                 // Escaped names still name the known fields.
@@ -386,7 +423,7 @@ mod tests {
         assert_eq!(repeated.id, "b");
         assert_eq!(
             repeated.attributes,
-            vec![(String::from("k"), Value::from(2))]
+            vec![(SmallString::from("k"), Value::from(2))]
         );
         assert_eq!(decode(at(4), &fields()).unwrap().kind, EventKind::Pageview);
         for invalid in [at(3), at(2)] {
@@ -394,6 +431,20 @@ mod tests {
             assert!(error.starts_with("invalid field `type`"), "{error}");
         }
         assert_eq!(decode(at(1), &fields()).unwrap().kind, EventKind::Pageview);
+        for (raw, field) in [
+            (in_place[0], "eventId"),
+            (in_place[1], "eventId"),
+            (in_place[2], "userId"),
+            (in_place[4], "eventId"),
+        ] {
+            let error = decode(raw, &fields()).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("invalid field `{field}`")),
+                "{error}"
+            );
+        }
+        let long = decode(in_place[3], &fields()).unwrap();
+        assert_eq!(long.id, "0f6c2f0e-8e4a-4a7b-9d7e-4b1d0c6a9e21");
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn sessionize<'a>(
         events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         let mut current: Option<Session> = None;
         // Ids of accepted events: a repeat of a rejected event is rejected again, not a duplicate.
-        let mut accepted: BTreeSet<String> = BTreeSet::new();
+        let mut accepted: BTreeSet<crate::event::SmallString> = BTreeSet::new();
         for event in events {
             if accepted.contains(&event.id) {
                 result.duplicates += 1;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, SmallString};
 
 /// What a session keeps of one event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct Attr {
     /// Event time of the event that wrote it.
     pub t: i64,
     /// Id of the event that wrote it (breaks ties between events at the same time).
-    pub e: String,
+    pub e: SmallString,
 }
 
 impl Attr {
@@ -63,9 +63,9 @@ pub struct Session {
     pub key: String,
     /// Events by id. Change them only through [`Session::add`] and [`Session::absorb`], which
     /// keep the span and size in step.
-    pub events: BTreeMap<String, EventMeta>,
+    pub events: BTreeMap<SmallString, EventMeta>,
     /// Attributes, last writer (by event time, then event id) wins.
-    pub attributes: BTreeMap<String, Attr>,
+    pub attributes: BTreeMap<SmallString, Attr>,
     /// Ids under which (parts of) this session were emitted and not yet retired; any of them
     /// other than [`Session::id`] gets a tombstone when this session is next emitted.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -82,8 +82,8 @@ pub struct Session {
 #[derive(Deserialize)]
 struct SessionData {
     key: String,
-    events: BTreeMap<String, EventMeta>,
-    attributes: BTreeMap<String, Attr>,
+    events: BTreeMap<SmallString, EventMeta>,
+    attributes: BTreeMap<SmallString, Attr>,
     #[serde(default)]
     emitted_ids: BTreeSet<String>,
 }
@@ -103,7 +103,7 @@ impl From<SessionData> for Session {
     }
 }
 
-fn span_of(events: &BTreeMap<String, EventMeta>) -> Option<(i64, i64)> {
+fn span_of(events: &BTreeMap<SmallString, EventMeta>) -> Option<(i64, i64)> {
     let start = events.values().map(|m| m.t).min()?;
     let end = events.values().map(|m| m.t).max()?;
     Some((start, end))
@@ -173,7 +173,7 @@ impl Session {
         );
     }
 
-    fn put_attr(&mut self, name: String, attr: Attr) {
+    fn put_attr(&mut self, name: SmallString, attr: Attr) {
         match self.attributes.entry(name) {
             Entry::Vacant(slot) => {
                 slot.insert(attr);
@@ -267,7 +267,7 @@ impl Session {
             attributes: Some(
                 self.attributes
                     .iter()
-                    .map(|(k, a)| (k.clone(), a.v.clone()))
+                    .map(|(k, a)| (k.to_string(), a.v.clone()))
                     .collect(),
             ),
         }
