@@ -388,13 +388,13 @@ async fn drive(
                     let _ = reply.send(outcome.map_err(|e| e.to_string()));
                 }
             },
-            Some(delivered) = p.sink.in_flight.next(), if !p.sink.in_flight.is_empty() => {
+            Some(delivered) = p.sink.next_delivery(), if p.sink.in_flight() > 0 => {
                 p.sink.settle(delivered, &mut p.ledger)?;
                 // Every other acknowledgement that is already in, without waiting.
                 for _ in 0..settings.max_batch {
-                    match p.sink.in_flight.next().now_or_never() {
-                        Some(Some(delivered)) => p.sink.settle(delivered, &mut p.ledger)?,
-                        _ => break,
+                    match p.sink.delivered_now() {
+                        Some(delivered) => p.sink.settle(delivered, &mut p.ledger)?,
+                        None => break,
                     }
                 }
             }
