@@ -64,7 +64,7 @@ pub struct Event {
     /// Unique id.
     pub id: SmallString,
     /// Session key.
-    pub key: String,
+    pub key: SmallString,
     /// Event time, epoch milliseconds.
     pub time: i64,
     /// Page view or async.
@@ -128,7 +128,7 @@ struct Parts {
     /// The id field: `Some(None)` when it is not a string.
     id: Option<Option<SmallString>>,
     /// The key field: `Some(None)` when it is not a string.
-    key: Option<Option<String>>,
+    key: Option<Option<SmallString>>,
     time: Option<Value>,
     /// The type field: `Some(None)` when it is not a non-empty string.
     kind: Option<Option<EventKind>>,
@@ -143,7 +143,7 @@ impl Parts {
             if name == fields.event_id {
                 parts.id = Some(string_of(value).map(SmallString::from));
             } else if name == fields.user_id {
-                parts.key = Some(string_of(value));
+                parts.key = Some(string_of(value).map(SmallString::from));
             } else {
                 parts.put(&name, value, fields);
             }
@@ -282,7 +282,7 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
             }
             if name == self.0.user_id {
                 let FieldName(key) = map.next_value()?;
-                parts.key = Some(Some(key.into_owned()));
+                parts.key = Some(Some(SmallString::from(key)));
                 continue;
             }
             let value: Value = map.next_value()?;

@@ -77,7 +77,7 @@ pub fn sessionize<'a>(
             result.page_number_dropped += 1;
             continue;
         }
-        by_key.entry(event.key.clone()).or_default().push(event);
+        by_key.entry(event.key.to_string()).or_default().push(event);
     }
     for (_, mut events) in by_key {
         events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));

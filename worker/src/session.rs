@@ -60,7 +60,7 @@ impl Attr {
 #[serde(from = "SessionData")]
 pub struct Session {
     /// The session key (user id).
-    pub key: String,
+    pub key: SmallString,
     /// Events by id. Change them only through [`Session::add`] and [`Session::absorb`], which
     /// keep the span and size in step.
     pub events: BTreeMap<SmallString, EventMeta>,
@@ -81,7 +81,7 @@ pub struct Session {
 /// The stored fields of a [`Session`].
 #[derive(Deserialize)]
 struct SessionData {
-    key: String,
+    key: SmallString,
     events: BTreeMap<SmallString, EventMeta>,
     attributes: BTreeMap<SmallString, Attr>,
     #[serde(default)]
@@ -255,7 +255,7 @@ impl Session {
         SessionRecord {
             session_id: self.id(),
             version: events,
-            key: self.key.clone(),
+            key: self.key.to_string(),
             deleted: false,
             merged_into: None,
             start: Some(self.start()),

@@ -56,7 +56,7 @@ fn key_group(kg: u32) -> KeyGroupCheckpoint {
     state.watermark.max_event_time = Some(1_763_776_800_000 + i64::from(kg));
     state
         .timers
-        .insert((1_763_776_900_000, format!("user-{kg}")));
+        .insert((1_763_776_900_000, format!("user-{kg}").into()));
     KeyGroupCheckpoint {
         key_group: kg,
         offsets: BTreeMap::from([("pageviews".to_owned(), 1000 + i64::from(kg))]),

@@ -14,7 +14,7 @@ use super::closed::ClosedSessions;
 use super::late::PendingKey;
 use super::watermark::PartitionWatermark;
 use super::{EngineConfig, EngineError, KeyGroupState, Output, Quarantine};
-use crate::event::{Event, Malformed, decode, page_number_too_high};
+use crate::event::{Event, Malformed, SmallString, decode, page_number_too_high};
 use crate::history::HistoryStore;
 use crate::session::{Session, SessionRecord};
 
@@ -30,7 +30,7 @@ pub struct KeyGroup<H> {
     /// so the first tick looks), so ticks without due flushes skip the pending buffers.
     next_flush_ms: i64,
     /// History of keys read ahead for the current batch ([`Self::prefetch_late`]).
-    prefetched: HashMap<String, ClosedSessions>,
+    prefetched: HashMap<SmallString, ClosedSessions>,
 }
 
 impl<H: HistoryStore> KeyGroup<H> {
@@ -136,7 +136,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             return Ok(());
         };
         let lateness = self.config.allowed_lateness_ms;
-        let keys: BTreeSet<String> = events
+        let keys: BTreeSet<SmallString> = events
             .into_iter()
             .filter(|e| e.time < wm && e.time >= wm.saturating_sub(lateness))
             .filter(|e| !self.state.pending.contains_key(&e.key))
@@ -146,7 +146,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = keys.into_iter().collect();
+        let keys: Vec<SmallString> = keys.into_iter().collect();
         let found = self.prefetch(&keys).await?;
         self.prefetched.extend(found);
         Ok(())
@@ -194,7 +194,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                     event.page_number.unwrap_or_default(),
                     self.config.max_page_number
                 ),
-                Some(event.key.clone()),
+                Some(event.key.to_string()),
                 raw,
             ));
             return Ok(());
@@ -208,7 +208,7 @@ impl<H: HistoryStore> KeyGroup<H> {
                     "timestamp {} is more than {max} ms ahead of processing time {now_ms}",
                     event.time
                 ),
-                Some(event.key.clone()),
+                Some(event.key.to_string()),
                 raw,
             ));
             return Ok(());
@@ -285,7 +285,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         // Ticks write history: what was prefetched for the batch may be stale after this.
         self.prefetched.clear();
         if let Some(wm) = self.watermark() {
-            let due: Vec<String> = self
+            let due: Vec<SmallString> = self
                 .state
                 .timers
                 .iter()
@@ -324,10 +324,10 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// [`PREFETCH_BATCH`] keys per [`HistoryStore::get_many`].
     async fn prefetch(
         &self,
-        keys: &[String],
-    ) -> Result<HashMap<String, ClosedSessions>, EngineError> {
+        keys: &[SmallString],
+    ) -> Result<HashMap<SmallString, ClosedSessions>, EngineError> {
         let mut found = HashMap::with_capacity(keys.len());
-        let wanted: Vec<&String> = keys
+        let wanted: Vec<&SmallString> = keys
             .iter()
             .filter(|key| !self.state.pending.contains_key(*key))
             .collect();
@@ -613,7 +613,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         let started = Instant::now();
         if let Err(error) = self.write_history(key, &mut pending.sessions).await {
             // Not flushed: the buffer stays for the next attempt.
-            self.state.pending.insert(key.to_owned(), pending);
+            self.state.pending.insert(SmallString::from(key), pending);
             return Err(error);
         }
         let elapsed = started.elapsed();
@@ -690,7 +690,9 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Takes a key's open sessions out of memory, with its timer.
     fn take_open(&mut self, key: &str) -> Vec<Session> {
         if let Some(meta) = self.state.meta.get(key) {
-            self.state.timers.remove(&(meta.deadline, key.to_owned()));
+            self.state
+                .timers
+                .remove(&(meta.deadline, SmallString::from(key)));
         }
         self.state.open.remove(key).unwrap_or_default()
     }
@@ -702,11 +704,11 @@ impl<H: HistoryStore> KeyGroup<H> {
             self.state.meta.remove(key);
             return;
         };
-        let meta = self.state.meta.entry(key.to_owned()).or_default();
+        let meta = self.state.meta.entry(SmallString::from(key)).or_default();
         meta.deadline = deadline;
         meta.open_bytes = sessions.iter().map(Session::bytes).sum();
-        self.state.timers.insert((deadline, key.to_owned()));
-        self.state.open.insert(key.to_owned(), sessions);
+        self.state.timers.insert((deadline, SmallString::from(key)));
+        self.state.open.insert(SmallString::from(key), sessions);
     }
 }
 
@@ -721,7 +723,7 @@ fn decode_history(
     }
 }
 
-fn closed_len(pending: &HashMap<String, PendingKey>, key: &str) -> usize {
+fn closed_len(pending: &HashMap<SmallString, PendingKey>, key: &str) -> usize {
     pending.get(key).map_or(0, |p| p.sessions.len())
 }
 

@@ -53,7 +53,7 @@ pub use key_group::KeyGroup;
 pub use late::{PendingKey, Tombstone};
 
 use crate::config::WorkerConfig;
-use crate::event::FieldNames;
+use crate::event::{FieldNames, SmallString};
 use crate::history::{Codec, HistoryError};
 use crate::session::{Session, SessionRecord};
 use watermark::Watermark;
@@ -228,32 +228,32 @@ pub struct KeyGroupState {
     /// Open sessions by key, pairwise more than `gap` apart. Their event ids are the dedup
     /// window for on-time events.
     #[serde(serialize_with = "sorted")]
-    pub open: HashMap<String, Vec<Session>>,
+    pub open: HashMap<SmallString, Vec<Session>>,
     /// Close timers: `(deadline, key)`, one per key with open sessions.
-    pub timers: BTreeSet<(i64, String)>,
+    pub timers: BTreeSet<(i64, SmallString)>,
     /// Per-key metadata, for keys with open sessions.
     #[serde(serialize_with = "sorted")]
-    pub meta: HashMap<String, KeyMeta>,
+    pub meta: HashMap<SmallString, KeyMeta>,
     /// Buffered late updates by key.
     #[serde(serialize_with = "sorted")]
-    pub pending: HashMap<String, PendingKey>,
+    pub pending: HashMap<SmallString, PendingKey>,
     /// Counters.
     pub counters: Counters,
 }
 
 /// Serializes a per-key map in key order.
 fn sorted<V: Serialize, S: serde::Serializer>(
-    map: &HashMap<String, V>,
+    map: &HashMap<SmallString, V>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let ordered: BTreeMap<&String, &V> = map.iter().collect();
+    let ordered: BTreeMap<&SmallString, &V> = map.iter().collect();
     ordered.serialize(serializer)
 }
 
 /// The keys of a per-key map, sorted: the order the engine walks them in when it emits records,
 /// so a replay emits them in the same order.
-fn sorted_keys<V>(map: &HashMap<String, V>) -> Vec<String> {
-    let mut keys: Vec<String> = map.keys().cloned().collect();
+fn sorted_keys<V>(map: &HashMap<SmallString, V>) -> Vec<SmallString> {
+    let mut keys: Vec<SmallString> = map.keys().cloned().collect();
     keys.sort_unstable();
     keys
 }

@@ -1106,14 +1106,16 @@ fn a_state_encodes_to_the_same_bytes_whatever_order_its_keys_arrived_in() {
     let state = |order: &mut dyn Iterator<Item = &String>| {
         let mut state = KeyGroupState::default();
         for key in order {
-            state.open.insert(key.clone(), Vec::new());
+            state.open.insert(key.as_str().into(), Vec::new());
             let deadline = i64::try_from(key.len()).unwrap();
             let meta = KeyMeta {
                 deadline,
                 ..KeyMeta::default()
             };
-            state.meta.insert(key.clone(), meta);
-            state.pending.insert(key.clone(), PendingKey::default());
+            state.meta.insert(key.as_str().into(), meta);
+            state
+                .pending
+                .insert(key.as_str().into(), PendingKey::default());
         }
         state
     };
