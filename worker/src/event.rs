@@ -54,8 +54,9 @@ pub enum EventKind {
     Async,
 }
 
-/// A short string kept inline when it fits (24 bytes): event ids and attribute names are
-/// decoded for every event and most are short, so they cost no allocation.
+/// A string kept inline when it fits (24 bytes on 64-bit targets): event ids, session keys and
+/// attribute names are decoded for every event and most are short, so they cost no allocation
+/// (and a session's or a key map's entries no pointer to chase).
 pub type SmallString = CompactString;
 
 /// A decoded input event.

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::EngineConfig;
-use crate::event::{Event, decode, page_number_too_high};
+use crate::event::{Event, SmallString, decode, page_number_too_high};
 use crate::session::{Session, SessionRecord};
 
 /// What the oracle computed.
@@ -83,7 +83,7 @@ pub fn sessionize<'a>(
         events.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         let mut current: Option<Session> = None;
         // Ids of accepted events: a repeat of a rejected event is rejected again, not a duplicate.
-        let mut accepted: BTreeSet<crate::event::SmallString> = BTreeSet::new();
+        let mut accepted: BTreeSet<SmallString> = BTreeSet::new();
         for event in events {
             if accepted.contains(&event.id) {
                 result.duplicates += 1;

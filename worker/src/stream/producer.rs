@@ -56,7 +56,8 @@ impl ProducerContext for DeliveryReports {
 pub type SinkProducer = ThreadedProducer<DeliveryReports>;
 
 /// The idempotent producer of the job's outputs (acks=all, lz4), and the channel its delivery
-/// reports arrive on.
+/// reports arrive on. The channel is unbounded, but it never holds more reports than there are
+/// records in flight, which the stream loop bounds (`max_in_flight`).
 pub fn create_producer(
     config: &WorkerConfig,
 ) -> Result<(SinkProducer, mpsc::UnboundedReceiver<Delivered>), StreamError> {
