@@ -4,14 +4,16 @@
 //! of its records are acknowledged; a record the broker refuses fails the sink instead of being
 //! counted as delivered.
 
+#[path = "../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use sessionizer_crds::session_job::SinkMode;
 use sessionizer_e2e::env::unique_name;
 use sessionizer_e2e::kafka::Kafka;
@@ -22,24 +24,16 @@ use sessionizer_worker::metrics::StreamMetrics;
 use sessionizer_worker::session::SessionRecord;
 use sessionizer_worker::stream::commit::CommitLedger;
 use sessionizer_worker::stream::producer::{Sink, create_producer};
+use support::TopicReader;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One Kafka for both tests of this file, started on first use in its own runtime.
 fn kafka() -> &'static Kafka {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime
-                .block_on(Env::start(EnvConfig::kafka_only()))
-                .unwrap()
-        })
-        .join()
+    ENV.get_or_init(|| support::start_env(EnvConfig::kafka_only()))
+        .kafka()
         .unwrap()
-    })
-    .kafka()
-    .unwrap()
 }
 
 fn config(kafka: &Kafka, sink: &str, dir: &std::path::Path) -> WorkerConfig {
@@ -91,22 +85,15 @@ fn output(key: &str, note: &str) -> Output {
     }
 }
 
-/// Every record of a one-partition topic, from the beginning, until none arrives for 2 s.
-async fn read_all(kafka: &Kafka, topic: &str) -> Vec<SessionRecord> {
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&list).unwrap();
+/// The first `n` records of a one-partition topic, read from its beginning (at most 30 s).
+fn read(kafka: &Kafka, topic: &str, n: usize) -> Vec<SessionRecord> {
+    let mut reader = TopicReader::new(&kafka.bootstrap, topic, 1);
     let mut records = Vec::new();
-    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await
-    {
-        records.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while records.len() < n && std::time::Instant::now() < deadline {
+        reader.drain(Duration::from_millis(200), 1_000, |payload| {
+            records.push(serde_json::from_slice(payload).unwrap());
+        });
     }
     records
 }
@@ -163,7 +150,7 @@ async fn each_delivery_settles_the_batch_its_record_was_produced_in() {
     assert_eq!(ledger.unsettled(), 0);
     sink.drain(&mut ledger, TIMEOUT).await.unwrap();
 
-    let records = read_all(kafka, &topic).await;
+    let records = read(kafka, &topic, 5);
     let mut keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["a0", "a1", "a2", "b0", "b1"]);
