@@ -73,13 +73,14 @@ impl Segment {
         }
     }
 
-    /// The decoded session (decoded now, and kept, if it was not yet).
-    fn session(&mut self, key: &str) -> Result<&Session, HistoryError> {
+    /// The decoded session (decoded now, and kept, if it was not yet); a handle, so the
+    /// segment stays free to change while the caller reads it.
+    fn session(&mut self, key: &str) -> Result<Arc<Session>, HistoryError> {
         let session = match self.session.take() {
             Some(session) => session,
             None => Arc::new(self.decoded(key)?),
         };
-        Ok(&**self.session.insert(session))
+        Ok(Arc::clone(self.session.insert(session)))
     }
 
     /// The session, decoding a copy if it was not decoded yet.
@@ -193,11 +194,9 @@ impl ClosedSessions {
     pub fn encode(&mut self, key: &str, codec: &Codec) -> Result<Vec<u8>, HistoryError> {
         for segment in &mut self.segments {
             if segment.body.is_none() {
-                segment.session(key)?;
-                if let Some(session) = &segment.session {
-                    let body = encode_session(key, &segment.id, session, codec)?;
-                    segment.body = Some(Bytes::from(body));
-                }
+                let session = segment.session(key)?;
+                let body = encode_session(key, &segment.id, &session, codec)?;
+                segment.body = Some(Bytes::from(body));
             }
         }
         let value = Value {
