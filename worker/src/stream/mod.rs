@@ -300,7 +300,16 @@ async fn start(
         .await
         .map_err(|e| StreamError::Checkpoint(e.to_string()))?;
     let start_offsets = start_offsets(&committed, router.topics(), &restored);
-    consumer::assign(&kafka_consumer, &router, &start_offsets)?;
+    {
+        let (kafka_consumer, router, start) = (
+            kafka_consumer.clone(),
+            router.clone(),
+            start_offsets.clone(),
+        );
+        tokio::task::spawn_blocking(move || consumer::assign(&kafka_consumer, &router, &start))
+            .await
+            .map_err(|_| StreamError::Task("assigning partitions"))??;
+    }
     let producer = producer::create_producer(config)?;
     let sink = producer::Sink::new(producer, config, state.metrics().stream().clone())?;
     let history = WriteBehind::new(history);
