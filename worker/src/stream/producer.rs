@@ -244,6 +244,8 @@ impl Sink {
 }
 
 /// Counts one delivery report off `in_flight` and records it (or fails on a delivery error).
+/// A function of the fields it needs rather than a method: `send_all` settles while it still
+/// borrows the record's topic name from the sink.
 fn settle(
     metrics: &StreamMetrics,
     in_flight: &mut usize,
