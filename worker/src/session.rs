@@ -138,19 +138,21 @@ impl Session {
             attributes,
             ..
         } = event;
-        if self.events.contains_key(&id) {
+        // One search of the events for both the dedup and the insertion.
+        let Entry::Vacant(slot) = self.events.entry(id) else {
             return;
-        }
+        };
+        let id = slot.key();
         self.span = widen(self.span, time);
         self.total_bytes += bytes;
         for (name, value) in attributes {
             match self.attributes.get_mut(name.as_str()) {
                 // Overwritten in place: most events of a session set the same attributes.
                 Some(old) => {
-                    if old.loses_to(time, &id) {
+                    if old.loses_to(time, id) {
                         old.v = value;
                         old.t = time;
-                        old.e.clone_from(&id);
+                        old.e.clone_from(id);
                     }
                 }
                 None => {
@@ -163,14 +165,11 @@ impl Session {
                 }
             }
         }
-        self.events.insert(
-            id,
-            EventMeta {
-                t: time,
-                k: kind,
-                b: bytes,
-            },
-        );
+        slot.insert(EventMeta {
+            t: time,
+            k: kind,
+            b: bytes,
+        });
     }
 
     fn put_attr(&mut self, name: SmallString, attr: Attr) {

@@ -285,13 +285,7 @@ impl<H: HistoryStore> KeyGroup<H> {
         // Ticks write history: what was prefetched for the batch may be stale after this.
         self.prefetched.clear();
         if let Some(wm) = self.watermark() {
-            let due: Vec<SmallString> = self
-                .state
-                .timers
-                .iter()
-                .take_while(|(deadline, _)| *deadline < wm)
-                .map(|(_, key)| key.clone())
-                .collect();
+            let due = self.due_keys(wm);
             let mut closed = self.prefetch(&due).await?;
             // About one record per key: grown by doubling, a large tick's records would be
             // copied over and over into freshly faulted pages.
@@ -318,6 +312,41 @@ impl<H: HistoryStore> KeyGroup<H> {
             }
         }
         Ok(())
+    }
+
+    /// The keys with an open session that `watermark` has passed, in timer order. A timer can
+    /// be early (see [`Self::add_in_place`]): a key whose sessions all reach past the watermark
+    /// gets its timer moved to its true deadline instead, so no history is read for it.
+    fn due_keys(&mut self, watermark: i64) -> Vec<SmallString> {
+        let gap = self.config.gap_ms;
+        let state = &mut self.state;
+        let mut due = Vec::new();
+        let mut rearmed = Vec::new();
+        for (deadline, key) in state.timers.iter() {
+            if *deadline >= watermark {
+                break;
+            }
+            let actual = state
+                .open
+                .get(key)
+                .and_then(|open| open.iter().map(|s| s.end().saturating_add(gap)).min())
+                .unwrap_or(*deadline);
+            if actual < watermark {
+                due.push(key.clone());
+            } else {
+                rearmed.push((*deadline, key.clone(), actual));
+            }
+        }
+        for (early, key, actual) in rearmed {
+            let mut timer = (early, key);
+            state.timers.remove(&timer);
+            timer.0 = actual;
+            if let Some(meta) = state.meta.get_mut(&timer.1) {
+                meta.deadline = actual;
+            }
+            state.timers.insert(timer);
+        }
+        due
     }
 
     /// The closed sessions of `keys` (those without a pending buffer), read from history
@@ -476,12 +505,16 @@ impl<H: HistoryStore> KeyGroup<H> {
     }
 
     /// The common case of an on-time event, done without building a session for it: the event
-    /// lands in exactly one open session of its key, so that session grows in place and the
-    /// key's timer moves only if its deadline does. It cannot bridge the session to another: open
-    /// sessions are pairwise more than `gap` apart, so the grown session reaches another only if
-    /// the event itself does. Gives the event back, changing nothing, when the general merge in
-    /// [`Self::accept`] is needed.
-    fn add_in_place(&mut self, mut event: Event) -> Option<Event> {
+    /// lands in exactly one open session of its key, so that session grows in place. It cannot
+    /// bridge the session to another: open sessions are pairwise more than `gap` apart, so the
+    /// grown session reaches another only if the event itself does. Gives the event back,
+    /// changing nothing, when the general merge in [`Self::accept`] is needed.
+    ///
+    /// The key's timer is left where it is: growing a session only moves its end later, so the
+    /// timer stays at or before the key's earliest `end + gap`, and moving it on every event (a
+    /// removal and an insertion in an ordered set keyed by strings) would cost more than the
+    /// rest of this function. A timer that fires early is re-armed ([`Self::due_keys`]).
+    fn add_in_place(&mut self, event: Event) -> Option<Event> {
         let gap = self.config.gap_ms;
         let state = &mut self.state;
         let (Some(open), Some(meta)) = (
@@ -499,21 +532,7 @@ impl<H: HistoryStore> KeyGroup<H> {
             return Some(event);
         };
         meta.open_bytes += event.bytes;
-        // The session has the key already; the event's copy can serve as the timer's.
-        let key = std::mem::take(&mut event.key);
         open[i].add(event);
-        let deadline = open
-            .iter()
-            .map(|s| s.end().saturating_add(gap))
-            .min()
-            .unwrap_or(meta.deadline);
-        if deadline != meta.deadline {
-            let mut timer = (meta.deadline, key);
-            state.timers.remove(&timer);
-            timer.0 = deadline;
-            state.timers.insert(timer);
-            meta.deadline = deadline;
-        }
         None
     }
 

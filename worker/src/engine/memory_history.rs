@@ -2,7 +2,7 @@
 //! clock. A genuine implementation of the trait, never used outside tests.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,12 +16,18 @@ type Entries = HashMap<String, (Vec<u8>, i64)>;
 pub(crate) struct MemoryHistory {
     entries: Arc<Mutex<Entries>>,
     now_ms: Arc<AtomicI64>,
+    reads: Arc<AtomicUsize>,
 }
 
 impl MemoryHistory {
     /// Sets the store's clock.
     pub(crate) fn set_now(&self, now_ms: i64) {
         self.now_ms.store(now_ms, Ordering::SeqCst);
+    }
+
+    /// Reads so far.
+    pub(crate) fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
     }
 
     /// Live keys.
@@ -34,6 +40,7 @@ impl MemoryHistory {
 
 impl HistoryStore for MemoryHistory {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HistoryError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let now = self.now_ms.load(Ordering::SeqCst);
         let entries = self.entries.lock().unwrap();
         Ok(entries

@@ -208,7 +208,8 @@ pub struct KeyMeta {
     pub open_bytes: u64,
     /// Events of this key rejected by the byte cap while it had open sessions.
     pub rejected_events: u64,
-    /// The key's close timer: the earliest `end + gap` of its open sessions.
+    /// The key's close timer: at or before the earliest `end + gap` of its open sessions (it
+    /// is not moved as sessions grow, only re-armed when it fires early).
     pub deadline: i64,
 }
 
@@ -229,7 +230,7 @@ pub struct KeyGroupState {
     /// window for on-time events.
     #[serde(serialize_with = "sorted")]
     pub open: HashMap<SmallString, Vec<Session>>,
-    /// Close timers: `(deadline, key)`, one per key with open sessions.
+    /// Close timers: `(deadline, key)`, one per key with open sessions ([`KeyMeta::deadline`]).
     pub timers: BTreeSet<(i64, SmallString)>,
     /// Per-key metadata, for keys with open sessions.
     #[serde(serialize_with = "sorted")]

@@ -197,6 +197,31 @@ async fn the_watermark_closes_a_session_once_it_passes_end_plus_gap() {
 }
 
 #[tokio::test]
+async fn a_timer_left_early_by_a_growing_session_is_rearmed_without_reading_history() {
+    let mut h = Harness::new(config());
+    h.feed(&pv("a", "u", 0), 0).await;
+    // The session grows to end at 20m: its true deadline is 50m, its timer stays at 30m.
+    h.feed(&pv("b", "u", 20 * MIN), 1).await;
+    // Watermark 30m + 1: past the timer, not past the session.
+    h.feed(&pv("c", "v", 30 * MIN + 5_001), 2).await;
+    assert!(h.records().is_empty(), "{:?}", h.records());
+    assert_eq!(
+        h.store.reads(),
+        0,
+        "no history is read for a key that is not due"
+    );
+    let state = h.kg.snapshot();
+    assert_eq!(state.meta["u"].deadline, 50 * MIN);
+    assert!(state.timers.contains(&(50 * MIN, "u".into())));
+    assert_eq!(state.timers.len(), 2, "{:?}", state.timers);
+    // Watermark 50m + 1: now it closes, with both events.
+    let out = h.feed(&pv("d", "v", 50 * MIN + 5_001), 3).await;
+    let closed = records(&out);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!((closed[0].key.as_str(), closed[0].version), ("u", 2));
+}
+
+#[tokio::test]
 async fn late_events_update_a_closed_session_at_most_once_per_interval() {
     let mut h = Harness::new(config());
     h.feed(&pv("a", "u", 0), 0).await;
