@@ -161,6 +161,11 @@ impl Kafka {
     pub fn log(&self) -> &Path {
         self.process.log()
     }
+
+    /// The broker's process id (benchmarks read the CPU it used from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
 }
 
 /// Wraps an rdkafka error with what was being done.

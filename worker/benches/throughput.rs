@@ -22,10 +22,12 @@
 //!    server (in this process, on 127.0.0.1).
 //!
 //! Each row gives events/s, events/s per core (the machine's cores: Kafka, the workers and the
-//! reader share them) and, for the workers, events per CPU-second the worker processes used.
-//! A worker row's note also gives the CPU this bench process spent while the clock ran (the sink
-//! reader, the status polls and, in the Aerospike row, the test server): it shares the cores with
-//! the workers, so it is part of what the wall-clock figure pays.
+//! reader share them) and events per CPU-second: of the worker processes for a worker row, of
+//! the reader (this bench process while it read) for the raw row — so the two compare what each
+//! spends per event. Every row's note gives the CPU the Kafka broker used while the clock ran,
+//! and a worker row's note the CPU this bench process spent meanwhile (the sink reader, the
+//! status polls and, in the Aerospike row, the test server): they share the cores with the
+//! workers, so they are part of what the wall-clock figure pays.
 //! The sessions themselves are checked against the oracle, so a fast wrong run cannot pass.
 
 #[path = "support/mod.rs"]
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use sessionizer_e2e::aerospike::{AerospikeTestServer, ServerConfig};
 use sessionizer_e2e::env::unique_name;
+use sessionizer_e2e::kafka::Kafka;
 use sessionizer_e2e::process::ManagedProcess;
 use sessionizer_e2e::{Env, EnvConfig};
 use sessionizer_worker::loadgen::{self, without_sentinels};
@@ -130,14 +133,14 @@ async fn bench(n: u64, cores: usize) {
     let mut rows = Vec::new();
     rows.push(Row {
         name: "raw rdkafka consume",
-        outcome: raw_consume(&bootstrap, &source, total),
+        outcome: raw_consume(kafka, &source, total),
     });
     progress(&rows[0]);
 
     rows.push(Row {
         name: "worker, embedded history",
         outcome: run_job(
-            &bootstrap,
+            kafka,
             &source,
             &dir,
             &format!("{name}-emb"),
@@ -158,7 +161,7 @@ async fn bench(n: u64, cores: usize) {
     rows.push(Row {
         name: "worker, Aerospike history",
         outcome: run_job(
-            &bootstrap,
+            kafka,
             &source,
             &dir,
             &format!("{name}-aer"),
@@ -182,9 +185,23 @@ fn progress(row: &Row) {
     }
 }
 
-fn raw_consume(bootstrap: &str, topic: &str, total: u64) -> Result<Measured, String> {
+/// CPU seconds `pid` used since `cpu_seconds(pid)` answered `start` (`None` when `/proc` did
+/// not answer).
+fn cpu_since(pid: u32, start: Option<f64>) -> Option<f64> {
+    cpu_seconds(pid).zip(start).map(|(end, start)| end - start)
+}
+
+/// A CPU figure for a row's note.
+fn cpu_note(cpu: Option<f64>) -> String {
+    cpu.map_or_else(|| String::from("?"), |c| format!("{c:.2}"))
+}
+
+fn raw_consume(kafka: &Kafka, topic: &str, total: u64) -> Result<Measured, String> {
+    let broker = kafka.pid();
+    let own_cpu_at_start = cpu_seconds(std::process::id());
+    let broker_cpu_at_start = cpu_seconds(broker);
     let started = Instant::now();
-    let mut reader = TopicReader::new(bootstrap, topic, PARTITIONS);
+    let mut reader = TopicReader::new(&kafka.bootstrap, topic, PARTITIONS);
     let mut bytes = 0usize;
     let deadline = Duration::from_secs(600);
     while reader.messages < total {
@@ -196,10 +213,18 @@ fn raw_consume(bootstrap: &str, topic: &str, total: u64) -> Result<Measured, Str
         }
         reader.drain(Duration::from_millis(500), 1_000_000, |p| bytes += p.len());
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let own_cpu = cpu_since(std::process::id(), own_cpu_at_start);
+    let broker_cpu = cpu_since(broker, broker_cpu_at_start);
     Ok(Measured {
-        seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: None,
-        note: format!("{:.1} MB", bytes as f64 / 1e6),
+        seconds,
+        cpu_seconds: own_cpu,
+        note: format!(
+            "{:.1} MB, reader {} CPU-s, broker {} CPU-s",
+            bytes as f64 / 1e6,
+            cpu_note(own_cpu),
+            cpu_note(broker_cpu)
+        ),
     })
 }
 
@@ -216,7 +241,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 async fn run_job(
-    bootstrap: &str,
+    kafka: &Kafka,
     source: &str,
     dir: &std::path::Path,
     name: &str,
@@ -224,6 +249,7 @@ async fn run_job(
     want: &std::collections::BTreeMap<String, sessionizer_worker::session::SessionRecord>,
     total: u64,
 ) -> Result<Measured, String> {
+    let (bootstrap, broker) = (kafka.bootstrap.as_str(), kafka.pid());
     let env_kafka_topics = [format!("{name}-sessions"), format!("{name}-quarantine")];
     let job = JobSpec {
         name: name.to_owned(),
@@ -242,6 +268,7 @@ async fn run_job(
 
     let started = Instant::now();
     let own_cpu_at_start = cpu_seconds(std::process::id());
+    let broker_cpu_at_start = cpu_seconds(broker);
     let workers: Vec<(ManagedProcess, u16)> =
         support::start_workers(&config_path, &job_dir, PARALLELISM);
     // Generous: a slow run should still finish and report its figure.
@@ -273,9 +300,8 @@ async fn run_job(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let own_cpu = cpu_seconds(std::process::id())
-        .zip(own_cpu_at_start)
-        .map(|(end, start)| end - start);
+    let own_cpu = cpu_since(std::process::id(), own_cpu_at_start);
+    let broker_cpu = cpu_since(broker, broker_cpu_at_start);
     if consumed_at.is_none() && accepted(&client, &workers).await >= total {
         // Every input was accepted by the time the last session arrived.
         consumed_at = Some(seconds);
@@ -295,11 +321,13 @@ async fn run_job(
         seconds,
         cpu_seconds: Some(cpu),
         note: format!(
-            "{} sink records, {} sessions, input accepted after {}, bench process {} CPU-s",
+            "{} sink records, {} sessions, input accepted after {}, bench process {} CPU-s, \
+             broker {} CPU-s",
             state.records,
             want.len(),
             consumed_at.map_or_else(|| String::from("?"), |s| format!("{s:.2}s")),
-            own_cpu.map_or_else(|| String::from("?"), |c| format!("{c:.2}"))
+            cpu_note(own_cpu),
+            cpu_note(broker_cpu)
         ),
     })
 }
