@@ -70,8 +70,7 @@ pub fn create_producer(
         // requests (about one per partition per linger) cost the broker more CPU than serving
         // the source topic's fetches, on cores it may share with the workers. A session is
         // emitted at least `gap` after its last event, so 100 ms more before it is sent is
-        // nothing to its readers (a drain, at a checkpoint or a stop, waits that much longer
-        // for the last records at most).
+        // nothing to its readers; a drain (checkpoint, stop) flushes instead of waiting for it.
         .set("linger.ms", "100")
         .set("batch.size", "1000000")
         .set("batch.num.messages", "10000")
@@ -229,6 +228,10 @@ impl Sink {
         ledger: &mut CommitLedger,
         timeout: Duration,
     ) -> Result<(), StreamError> {
+        // A flush sends what librdkafka holds at once instead of after the linger; its reports
+        // still arrive on the channel, whichever thread serves them.
+        let producer = self.producer.clone();
+        let flushing = tokio::task::spawn_blocking(move || producer.flush(timeout));
         let deadline = tokio::time::Instant::now() + timeout;
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.reports.recv()).await {
@@ -242,9 +245,8 @@ impl Sink {
                 }
             }
         }
-        // Nothing is in flight; this only lets librdkafka finish its own bookkeeping.
-        let producer = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        // Nothing is in flight: the flush ends as soon as librdkafka's own bookkeeping does.
+        let _ = flushing.await;
         Ok(())
     }
 }
