@@ -316,35 +316,26 @@ impl<H: HistoryStore> KeyGroup<H> {
 
     /// The keys with an open session that `watermark` has passed, in timer order. A timer can
     /// be early (see [`Self::add_in_place`]): a key whose sessions all reach past the watermark
-    /// gets its timer moved to its true deadline instead, so no history is read for it.
+    /// gets its timer re-armed at its true deadline instead (as [`Self::put_open`] sets it), so no
+    /// history is read for it.
     fn due_keys(&mut self, watermark: i64) -> Vec<SmallString> {
         let gap = self.config.gap_ms;
-        let state = &mut self.state;
         let mut due = Vec::new();
-        let mut rearmed = Vec::new();
-        for (deadline, key) in state.timers.iter() {
+        let mut early = Vec::new();
+        for (deadline, key) in &self.state.timers {
             if *deadline >= watermark {
                 break;
             }
-            let actual = state
-                .open
-                .get(key)
-                .and_then(|open| open.iter().map(|s| s.end().saturating_add(gap)).min())
-                .unwrap_or(*deadline);
-            if actual < watermark {
+            let open = self.state.open.get(key).map_or(&[][..], Vec::as_slice);
+            if earliest_deadline(open, gap).is_none_or(|actual| actual < watermark) {
                 due.push(key.clone());
             } else {
-                rearmed.push((*deadline, key.clone(), actual));
+                early.push(key.clone());
             }
         }
-        for (early, key, actual) in rearmed {
-            let mut timer = (early, key);
-            state.timers.remove(&timer);
-            timer.0 = actual;
-            if let Some(meta) = state.meta.get_mut(&timer.1) {
-                meta.deadline = actual;
-            }
-            state.timers.insert(timer);
+        for key in early {
+            let open = self.take_open(&key);
+            self.put_open(&key, open);
         }
         due
     }
@@ -719,7 +710,7 @@ impl<H: HistoryStore> KeyGroup<H> {
     /// Puts a key's open sessions back, with a timer and metadata; none removes the key.
     fn put_open(&mut self, key: &str, sessions: Vec<Session>) {
         let gap = self.config.gap_ms;
-        let Some(deadline) = sessions.iter().map(|s| s.end().saturating_add(gap)).min() else {
+        let Some(deadline) = earliest_deadline(&sessions, gap) else {
             self.state.meta.remove(key);
             return;
         };
@@ -729,6 +720,11 @@ impl<H: HistoryStore> KeyGroup<H> {
         self.state.timers.insert((deadline, SmallString::from(key)));
         self.state.open.insert(SmallString::from(key), sessions);
     }
+}
+
+/// When the earliest of `sessions` is due: its `end + gap` (`None` for no sessions).
+fn earliest_deadline(sessions: &[Session], gap: i64) -> Option<i64> {
+    sessions.iter().map(|s| s.end().saturating_add(gap)).min()
 }
 
 /// The sessions a history value holds (none for an absent value).
